@@ -1,0 +1,377 @@
+"""proxflow command line: solve, compare, show, list, plot (a thin shell over mfg/ and solvers/).
+
+    python cli.py solve scenarios/quickstart.yaml [--out PATH] [--set key=value ...] [--quiet]
+    python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic
+    python cli.py show RESULT.h5                   python cli.py list
+    python cli.py plot RESULT.h5 [-o PNG]
+
+Exit status: 0 success, 2 bad input (one line ``error: ...`` on stderr, nothing written),
+1 internal failure (one line; ``PROXFLOW_DEBUG=1`` shows the traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_DIR = Path(__file__).resolve().parent
+SCENARIO_DIR = REPO_DIR / "scenarios"
+if str(REPO_DIR) not in sys.path:  # run as `python cli.py` from anywhere
+    sys.path.insert(0, str(REPO_DIR))
+
+#: metric names holding one of these are residuals in summaries
+RESIDUAL_WORDS = ("residual", "error", "gap")
+
+
+class CliError(Exception):
+    """Bad user input: printed as one line, exit status 2."""
+
+
+def one_line(err: BaseException | str) -> str:
+    """The message with all whitespace runs (newlines included) collapsed to single spaces."""
+    return " ".join(str(err).split())
+
+
+def fmt(value: Any) -> str:
+    """Floats with 6 significant digits, everything else with str()."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_rows(rows: Iterable[tuple[str, Any]], indent: str = "") -> str:
+    """Two aligned columns: name, value."""
+    rows = list(rows)
+    if not rows:
+        return ""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{indent}{name:<{width}}  {fmt(value)}" for name, value in rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers shared by the commands
+
+
+def read(path: str | Path):  # -> mfg.results.Result
+    """read_result, with a bad path turned into a one-line CliError."""
+    from mfg.results import ResultFileError, read_result
+
+    try:
+        return read_result(path)
+    except ResultFileError as err:
+        raise CliError(one_line(err)) from None
+
+
+def iterations(result: Any) -> int | None:
+    """``metrics["iterations"]`` if present, else the length of the history."""
+    if "iterations" in result.metrics:
+        return int(result.metrics["iterations"])
+    lengths = [len(v) for v in result.history.values()]
+    return max(lengths) if lengths else None
+
+
+def residuals(metrics: dict[str, float]) -> list[tuple[str, float]]:
+    return [(k, v) for k, v in metrics.items() if any(w in k for w in RESIDUAL_WORDS)]
+
+
+def output_path(scenario: Any, out: str | None) -> Path:
+    """--out, else the scenario's ``output``, else ``results/<name>.h5`` (relative to the cwd)."""
+    if out:
+        return Path(out)
+    if scenario.output:
+        return Path(scenario.output)
+    return Path("results") / f"{scenario.name}.h5"
+
+
+# ----------------------------------------------------------------------------------------------
+# solve
+
+
+def load(path: str, overrides: list[str]):  # -> mfg.scenario.Scenario
+    """load_scenario with every input error turned into a one-line CliError."""
+    from mfg.scenario import ScenarioError, load_scenario
+
+    if not Path(path).is_file():
+        raise CliError(f"{path}: no such scenario file")
+    try:
+        return load_scenario(path, tuple(overrides))
+    except (ScenarioError, OSError, yaml.YAMLError) as err:
+        raise CliError(one_line(err)) from None
+
+
+def fill_provenance(result: Any, wall_time_s: float) -> None:
+    """Versions, git revision and wall time, where the solver left them empty."""
+    from mfg.provenance import git_revision, versions
+
+    if not result.versions:
+        result.versions = versions()
+    if not result.git_revision or result.git_revision == "unknown":
+        result.git_revision = git_revision(REPO_DIR)
+    if not result.wall_time_s:
+        result.wall_time_s = wall_time_s
+
+
+def cmd_solve(args: argparse.Namespace) -> int:
+    import solvers
+    from mfg.results import write_result
+
+    scenario = load(args.scenario, args.set)
+    if args.quiet:
+        solver = dataclasses.replace(scenario.solver, progress=False)
+        scenario = dataclasses.replace(scenario, solver=solver)
+    out = output_path(scenario, args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = solvers.solve(scenario)
+    fill_provenance(result, time.perf_counter() - start)
+    write_result(result, out)
+    rows: list[tuple[str, Any]] = [("status", result.status), ("iterations", iterations(result))]
+    if "objective" in result.metrics:
+        rows.append(("objective", float(result.metrics["objective"])))
+    rows += [(k, float(v)) for k, v in residuals(result.metrics)]
+    rows += [("wall time [s]", float(result.wall_time_s)), ("output", str(out))]
+    print(format_rows(rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# compare
+
+
+def json_safe(table: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities become null (strict JSON)."""
+    return {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in table.items()
+    }
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mfg.compare import CompareError, compare, compare_with_closed_form
+
+    if args.analytic == (args.b is not None):
+        raise CliError("compare needs exactly one of B.h5 and --analytic")
+    a = read(args.a)
+    try:
+        if args.analytic:
+            table = compare_with_closed_form(a, stored_scenario(a, args.a))
+            header = [("a", args.a), ("exact", "closed form")]
+        else:
+            table = compare(a, read(args.b))
+            header = [("a", args.a), ("b", args.b)]
+    except CompareError as err:
+        raise CliError(one_line(err)) from None
+    if args.json:
+        print(json.dumps(json_safe(table), indent=2))
+    else:
+        print(format_rows(header + list(table.items())))
+    return 0
+
+
+def stored_scenario(result: Any, origin: str):  # -> mfg.scenario.Scenario
+    """The scenario stored in a result file, parsed and validated again."""
+    from mfg.scenario import ScenarioError, parse_scenario
+
+    try:
+        return parse_scenario(result.scenario_text, origin=origin)
+    except (ScenarioError, yaml.YAMLError) as err:
+        raise CliError(f"{origin}: stored scenario: {one_line(err)}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# show
+
+
+def scenario_name(text: str) -> str:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return "?"
+    return str(data.get("name", "?")) if isinstance(data, dict) else "?"
+
+
+def grid_summary(grid: Any) -> str:
+    if grid is None:
+        return "none"
+    dims = ", ".join(f"{d}: {n}" for d, n in grid.sizes.items())
+    return f"{dims}  (variables: {', '.join(map(str, grid.data_vars))})"
+
+
+def history_rows(history: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, values in history.items():
+        last = float(values[-1]) if len(values) else float("nan")
+        rows.append((f"history.{key}", f"{len(values)} values, last {fmt(last)}"))
+    return rows
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    r = read(args.result)
+    rows: list[tuple[str, Any]] = [
+        ("file", args.result),
+        ("scenario", scenario_name(r.scenario_text)),
+        ("solver", r.solver),
+        ("status", r.status),
+        ("iterations", iterations(r)),
+        ("git revision", r.git_revision),
+        ("wall time [s]", float(r.wall_time_s)),
+        ("device", r.device),
+        ("versions", " ".join(f"{k}={v}" for k, v in r.versions.items()) or "none"),
+        ("settings", json.dumps(r.settings, sort_keys=True)),
+        ("grid", grid_summary(r.grid)),
+    ]
+    rows += [(f"samples.{k}", f"shape {tuple(v.shape)}") for k, v in r.samples.items()]
+    rows += history_rows(r.history)
+    rows += [(f"metrics.{k}", float(v)) for k, v in r.metrics.items()]
+    print(format_rows(rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# list
+
+
+def description(text: str, stem: str = "") -> str:
+    """The first comment line of a YAML file, without its '#' and a leading ``<stem>:``."""
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            line = line.strip().lstrip("#").strip()
+            return line.removeprefix(f"{stem}:").strip() if stem else line
+    return ""
+
+
+def _kind(data: dict, key: str) -> str:
+    section = data.get(key)
+    if isinstance(section, dict):
+        kind = str(section.get("kind", "?"))
+        return f"{kind}({section['f']})" if section.get("f") else kind
+    return "?" if section is None else str(section)
+
+
+def scenario_line(path: Path) -> tuple[str, ...]:
+    """file, dim, source -> target, terminal, solver, description of one scenario file."""
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        return (path.name, "?", "(not a YAML mapping)", "", "", description(text, path.stem))
+    flow = f"{_kind(data, 'source')} -> {_kind(data, 'target')}"
+    dim = str(data.get("dim", "?"))
+    terminal, solver = _kind(data, "terminal"), _kind(data, "solver")
+    return (path.name, dim, flow, terminal, solver, description(text, path.stem))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    paths = sorted(Path(args.dir).glob("*.yaml"))
+    if not paths:
+        raise CliError(f"{args.dir}: no scenario files (*.yaml)")
+    lines = [("file", "dim", "source -> target", "terminal", "solver", "description")]
+    lines += [scenario_line(p) for p in paths]
+    widths = [max(len(line[k]) for line in lines) for k in range(len(lines[0]) - 1)]
+    for line in lines:
+        cells = [c.ljust(w) for c, w in zip(line, widths, strict=False)]
+        print("  ".join([*cells, line[-1]]).rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# plot
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from mfg.plotting import PlotError, plot_result
+
+    result = read(args.result)
+    out = Path(args.output) if args.output else Path(args.result).with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        plot_result(result, out)
+    except PlotError as err:
+        raise CliError(f"{args.result}: {one_line(err)}") from None
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cli.py", description="proxflow: generative flows as mean-field games"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("solve", help="solve a scenario and write a result file")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--out", help="result file (default: scenario output, else results/<name>.h5)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario field, e.g. --set solver.max_iter=200 (repeatable)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_solve)
+
+    p = sub.add_parser("compare", help="compare two results, or one with the closed form")
+    p.add_argument("a", help="result file")
+    p.add_argument("b", nargs="?", help="reference result file")
+    p.add_argument("--analytic", action="store_true", help="compare A with its closed form")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("show", help="provenance, status and metrics of a result")
+    p.add_argument("result")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("list", help="the shared scenarios")
+    p.add_argument("--dir", default=str(SCENARIO_DIR), help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plot", help="plot a result to PNG")
+    p.add_argument("result")
+    p.add_argument("-o", "--output", help="image file (default: RESULT with .png suffix)")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one command, mapping exceptions to exit statuses (see the module docstring)."""
+    try:
+        return func(args)
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `cli.py compare ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as err:
+        if os.environ.get("PROXFLOW_DEBUG") == "1":
+            raise
+        print(f"error: internal: {type(err).__name__}: {one_line(err)}", file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Figures of a result (Agg, no display needed), written atomically.
+
+- 1-D grid: density curves rho(., t) at a few stored times (colour = t), the target density if the
+  grid holds a ``target`` variable, and the value function U(., T) in a second panel.
+- 2-D grid (and marginals over x1, x2 in higher dimension): a row of snapshots of rho at evenly
+  spaced stored times on one colour scale, and a panel with the target if present.
+- No grid: a scatter of the terminal samples (first two coordinates; a histogram in 1-D), with a
+  few trajectories if stored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import yaml
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from mfg.results import Result
+
+
+class PlotError(ValueError):
+    """Nothing in the result can be plotted; one line."""
+
+
+#: trajectories drawn in a sample plot
+MAX_TRAJECTORIES = 50
+
+
+def snapshot_indices(nt: int, n_snapshots: int) -> list[int]:
+    """``n_snapshots`` evenly spaced indices in 0..nt-1, both ends included (fewer if nt is
+    small)."""
+    return sorted({int(round(i)) for i in np.linspace(0, nt - 1, max(min(n_snapshots, nt), 1))})
+
+
+def _title(result: Result) -> str:
+    name = ""
+    try:
+        data = yaml.safe_load(result.scenario_text)
+        if isinstance(data, dict):
+            name = str(data.get("name", ""))
+    except yaml.YAMLError:
+        pass
+    head = f"{name}: " if name else ""
+    return f"{head}{result.solver} ({result.status})"
+
+
+def marginal_2d(da: xr.DataArray) -> xr.DataArray:
+    """Marginal over (x1, x2): rho summed over the other spatial axes times their cell widths."""
+    spatial = [d for d in da.dims if d != "t"]
+    rest = spatial[2:]
+    if not rest:
+        return da
+    width = float(np.prod([np.mean(np.diff(da[d].values)) for d in rest]))
+    return da.sum(rest) * width
+
+
+def _plot_1d(fig: Figure, grid: xr.Dataset, n_snapshots: int) -> None:
+    rho = grid["rho"].transpose("t", ...)
+    (xdim,) = [d for d in rho.dims if d != "t"]
+    has_u = "U" in grid
+    axes = fig.subplots(1, 2 if has_u else 1, squeeze=False)[0]
+    ax = axes[0]
+    t = rho["t"].values
+    cmap = colormaps["viridis"]
+    norm = Normalize(float(t.min()), float(t.max()) if t.max() > t.min() else float(t.min()) + 1)
+    for i in snapshot_indices(len(t), n_snapshots):
+        ax.plot(rho[xdim].values, rho.values[i], color=cmap(norm(t[i])), lw=1.5)
+    if "target" in grid:
+        target = grid["target"]
+        ax.plot(target[target.dims[-1]].values, target.values.ravel(), "k--", lw=1, label="target")
+        ax.legend(loc="upper right")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="t")
+    ax.set(xlabel=xdim, ylabel="density", title="rho(x, t)")
+    if has_u:
+        u = grid["U"]
+        u_final = u.isel(t=-1) if "t" in u.dims else u
+        axes[1].plot(u_final[xdim].values, u_final.values, color="C3")
+        axes[1].set(xlabel=xdim, ylabel="U", title="value function U(x, T)")
+
+
+def _image(ax: Axes, da: xr.DataArray, vmin: float, vmax: float, title: str) -> object:
+    xdim, ydim = [d for d in da.dims if d != "t"][:2]
+    mesh = ax.pcolormesh(
+        da[xdim].values,
+        da[ydim].values,
+        da.transpose(ydim, xdim).values,
+        vmin=vmin,
+        vmax=vmax,
+        cmap="magma",
+        shading="nearest",
+    )
+    ax.set(title=title, xlabel=xdim, ylabel=ydim, aspect="equal")
+    return mesh
+
+
+def _plot_2d(fig: Figure, grid: xr.Dataset, n_snapshots: int) -> None:
+    rho = marginal_2d(grid["rho"].transpose("t", ...))
+    t = rho["t"].values
+    picks = snapshot_indices(len(t), n_snapshots)
+    target = marginal_2d(grid["target"]) if "target" in grid else None
+    n_panels = len(picks) + (target is not None)
+    fig.set_size_inches(3.2 * n_panels + 1.0, 3.4)
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    vmax = float(max(rho.isel(t=picks).max(), target.max() if target is not None else 0.0))
+    mesh = None
+    for ax, i in zip(axes, picks, strict=False):
+        mesh = _image(ax, rho.isel(t=i), 0.0, vmax, f"t={t[i]:.3g}")
+    if target is not None:
+        _image(axes[-1], target, 0.0, vmax, "target")
+    fig.colorbar(mesh, ax=list(axes), shrink=0.8, label="density")
+
+
+def _plot_samples(fig: Figure, samples: dict[str, np.ndarray]) -> None:
+    x = np.asarray(samples["terminal"], dtype=float)
+    x = x.reshape(len(x), -1)
+    ax = fig.subplots()
+    if x.shape[1] == 1:
+        ax.hist(x[:, 0], bins=60, density=True, color="C0")
+        ax.set(xlabel="x1", ylabel="density", title="terminal samples")
+        return
+    traj = samples.get("trajectories")
+    if traj is not None:
+        traj = np.asarray(traj, dtype=float)
+        for j in range(min(MAX_TRAJECTORIES, traj.shape[1])):
+            ax.plot(traj[:, j, 0], traj[:, j, 1], color="0.6", lw=0.5)
+    ax.scatter(x[:, 0], x[:, 1], s=2, color="C0")
+    ax.set(xlabel="x1", ylabel="x2", title="terminal samples", aspect="equal")
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Save to a temporary sibling, then rename onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def plot_result(result: Result, path: str | Path, n_snapshots: int = 5) -> Path:
+    """Plot ``result`` (see the module docstring) to ``path`` (format from its suffix, default png).
+
+    Raises :class:`PlotError` (a ValueError) when the result has neither a grid with ``rho``
+    nor terminal samples.
+    """
+    path = Path(path)
+    grid = result.grid
+    if grid is not None and "rho" in grid:
+        dim = len([d for d in grid["rho"].dims if d != "t"])
+        fig = Figure(figsize=(11, 4), layout="constrained")
+        (_plot_1d if dim == 1 else _plot_2d)(fig, grid, n_snapshots)
+    elif "terminal" in result.samples:
+        fig = Figure(figsize=(6, 5), layout="constrained")
+        _plot_samples(fig, result.samples)
+    else:
+        raise PlotError("result has neither a density grid nor terminal samples to plot")
+    fig.suptitle(_title(result))
+    _save(fig, path)
+    return path

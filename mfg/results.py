@@ -1,0 +1,219 @@
+"""One result type for every solver, and its HDF5 file (written atomically).
+
+The dataclass :class:`Result` is the contract between solvers and everything downstream (compare,
+plot, show). :func:`write_result` / :func:`read_result` store it in one HDF5 file::
+
+    /                      attributes: scenario (YAML text), solver, status, settings (JSON),
+                           versions (JSON), git_revision, wall_time_s, device, format_version
+    /grid                  the xarray Dataset (rho, U, ... over t, x1[, x2[, x3]]), written by
+                           xarray/h5netcdf: xarray.open_dataset(path, group="grid",
+                           engine="h5netcdf") reads it
+    /samples/terminal      (n, d) terminal samples; /samples/trajectories (nt, n, d) if any
+    /history/<key>         one 1-D array per history key (loss, residuals per iteration)
+    /metrics               attributes: one float per metric
+
+A file is first written to ``.<name>.tmp-<pid>`` in the same directory and renamed onto the final
+path with :func:`os.replace` only when complete, so a crash or an interrupt never leaves a partial
+result file (nor clobbers an earlier one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import xarray as xr
+
+#: bumped when the layout changes incompatibly
+FORMAT_VERSION = "1"
+
+
+class ResultFileError(ValueError):
+    """A path that is not a readable proxflow result file; ``str(err)`` is one line naming it."""
+
+
+@dataclass
+class Result:
+    """What a solver returns, and what ``results.h5`` holds.
+
+    Attributes
+    ----------
+    solver: solver kind, e.g. ``"grid"``.
+    status: ``"converged"`` or ``"max_iter"``.
+    scenario_text: the scenario as YAML text (overrides applied).
+    settings: solver settings actually used (JSON-serializable dict).
+    grid: xarray Dataset with ``rho`` and ``U`` over dims ``("t", "x1"[, "x2"[, "x3"]])`` with
+        coordinate values; may also hold momenta ``m1``.. and other fields (e.g. ``target``).
+        None for grid-free solvers.
+    samples: arrays: ``terminal`` (n, d), optional ``trajectories`` (nt, n, d).
+    history: per-iteration arrays of equal length (objective, residuals, gap, ...).
+    metrics: scalars: kinetic_energy, terminal_cost, objective, hj_residual,
+        continuity_residual, mass_error (and any solver-specific extras).
+    provenance: versions (dict), git_revision, wall_time_s, device, seed.
+    """
+
+    solver: str
+    status: str
+    scenario_text: str
+    settings: dict
+    grid: xr.Dataset | None = None
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    device: str = "cpu"
+    versions: dict[str, str] = field(default_factory=dict)
+    git_revision: str = "unknown"
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def _json_default(obj: object) -> object:
+    """JSON fallback for numpy scalars/arrays, tuples-in-sets, paths and the like."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    return str(obj)
+
+
+def _to_json(obj: object) -> str:
+    return json.dumps(obj, default=_json_default, sort_keys=True)
+
+
+def _temp_path(path: Path) -> Path:
+    """``<dir>/.<name>.tmp-<pid>``: same directory, so :func:`os.replace` is an atomic rename."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _write_grid(grid: xr.Dataset, path: Path) -> None:
+    """Create ``path`` with the Dataset as group ``grid`` (netCDF4/HDF5 via h5netcdf)."""
+    grid.to_netcdf(path, mode="w", group="grid", engine="h5netcdf")
+
+
+def _write_root(f: h5py.File, result: Result) -> None:
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["scenario"] = result.scenario_text
+    f.attrs["solver"] = result.solver
+    f.attrs["status"] = result.status
+    f.attrs["settings"] = _to_json(result.settings)
+    f.attrs["versions"] = _to_json(result.versions)
+    f.attrs["git_revision"] = result.git_revision
+    f.attrs["wall_time_s"] = float(result.wall_time_s)
+    f.attrs["device"] = result.device
+
+
+def _write_arrays(f: h5py.File, name: str, arrays: dict[str, np.ndarray]) -> None:
+    group = f.create_group(name)
+    for key, value in arrays.items():
+        group.create_dataset(key, data=np.asarray(value))
+
+
+def _write_metrics(f: h5py.File, metrics: dict[str, float]) -> None:
+    group = f.create_group("metrics")
+    for key, value in metrics.items():
+        group.attrs[key] = float(value)
+
+
+def _write_file(result: Result, path: Path) -> None:
+    """Write the whole result to ``path`` (not atomic by itself)."""
+    if result.grid is not None:
+        _write_grid(result.grid, path)
+        mode = "a"
+    else:
+        mode = "w"
+    with h5py.File(path, mode) as f:
+        _write_root(f, result)
+        _write_arrays(f, "samples", result.samples)
+        _write_arrays(f, "history", result.history)
+        _write_metrics(f, result.metrics)
+
+
+def write_result(result: Result, path: str | Path) -> Path:
+    """Write ``result`` to ``path`` atomically and return the path.
+
+    The file is written to a temporary sibling and renamed onto ``path`` (``os.replace``) once
+    closed; on any exception (KeyboardInterrupt included) the temporary file is removed and an
+    existing ``path`` is left untouched. The parent directory must exist.
+    """
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        _write_file(result, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def _attr_str(attrs: h5py.AttributeManager, key: str, default: str = "") -> str:
+    value = attrs.get(key, default)
+    if isinstance(value, bytes | np.bytes_):
+        return value.decode()
+    return str(value)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def _read_arrays(f: h5py.File, name: str) -> dict[str, np.ndarray]:
+    if name not in f:
+        return {}
+    return {key: np.asarray(ds[()]) for key, ds in f[name].items()}
+
+
+def _read_grid(path: Path) -> xr.Dataset:
+    with xr.open_dataset(path, group="grid", engine="h5netcdf") as ds:
+        return ds.load()
+
+
+def read_result(path: str | Path) -> Result:
+    """Read a file written by :func:`write_result`; the grid is loaded into memory.
+
+    Raises :class:`ResultFileError` (one line naming the file) when ``path`` is missing, is not
+    HDF5, or is HDF5 but not a proxflow result (no ``format_version`` attribute).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultFileError(f"{path}: no such result file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ResultFileError(f"{path}: not an HDF5 result file ({_one_line(err)})") from None
+    with f:
+        if "format_version" not in f.attrs:
+            raise ResultFileError(f"{path}: not a proxflow result file (no format_version)")
+        result = Result(
+            solver=_attr_str(f.attrs, "solver"),
+            status=_attr_str(f.attrs, "status"),
+            scenario_text=_attr_str(f.attrs, "scenario"),
+            settings=json.loads(_attr_str(f.attrs, "settings", "{}")),
+            samples=_read_arrays(f, "samples"),
+            history=_read_arrays(f, "history"),
+            metrics={k: float(v) for k, v in f["metrics"].attrs.items()} if "metrics" in f else {},
+            wall_time_s=float(f.attrs.get("wall_time_s", 0.0)),
+            device=_attr_str(f.attrs, "device", "cpu"),
+            versions=json.loads(_attr_str(f.attrs, "versions", "{}")),
+            git_revision=_attr_str(f.attrs, "git_revision", "unknown"),
+        )
+        has_grid = "grid" in f
+    if has_grid:
+        try:
+            result.grid = _read_grid(path)
+        except (OSError, ValueError) as err:
+            raise ResultFileError(f"{path}: unreadable grid group ({_one_line(err)})") from None
+    return result

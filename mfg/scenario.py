@@ -1,0 +1,796 @@
+"""Scenario: the whole, validated description of one problem (DESIGN.md §3).
+
+CONTRACT: the frozen dataclasses below (:class:`Scenario`, :class:`TerminalCost`,
+:class:`Domain`, :class:`GridSolverConfig`) are what solvers and the CLI consume.
+
+Loading is :func:`load_scenario` (a file) or :func:`parse_scenario` (text). The YAML mapping is
+
+    name: str                     # required
+    dim: int                      # 1 <= dim <= MAX_DIM (= 3 for now: the grid solvers' range)
+    T: float > 0                  # default 1
+    lambda: float > 0             # required; the kinetic weight λ (Scenario.lam)
+    source: <distribution>        # required
+    target: <distribution>        # required
+    terminal: {kind: fixed} | {kind: f, f: kl}
+    domain: {bounds: [[lo, hi], ...]}          # one pair per dimension, lo < hi
+    solver: {kind: grid, n: int | [int, ...], nt: int >= 2, max_iter: int >= 1,
+             tol: float > 0, gamma: float > 0 (optional), progress: bool}   # default {kind: grid}
+    seed: int >= 0                # default 0
+    output: str                   # optional
+
+with ``<distribution>`` one of
+
+    {kind: gaussian, mean: [...], std: x | [...]}      {kind: gaussian, mean: [...], cov: [[...]]}
+    {kind: mixture, components: [{weight, mean, std | cov}, ...]}
+    {kind: uniform, low: [...], high: [...]}
+    {kind: samples, path: file.h5, dataset: name}      # path relative to the scenario's folder
+
+Validation is two-staged: pydantic models (``extra="forbid"``, strict types) check the structure
+and types; builders then check what needs ``dim`` or several fields together and construct the
+dataclasses of :mod:`mfg.distributions`. Every failure is a :class:`ScenarioError` whose message
+is one line ``<origin>: <dotted.field>: <why>``. The domain must hold at least
+``MIN_DOMAIN_MASS`` (0.999) of the source's mass, and of the target's when it has a density.
+
+Kinds are looked up in registries (``DISTRIBUTION_KINDS``, ``TERMINAL_KINDS``, ``SOLVER_KINDS``,
+``F_DIVERGENCES``): a new kind is one spec model with a ``build`` method plus one registry entry.
+
+Overrides ``key.path=value`` (``value`` parsed as YAML) are applied to the raw mapping before
+validation; a path that the schema does not know is an error. ``Scenario.text`` is the final
+mapping (overrides applied, a ``samples`` path made absolute) dumped as YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+
+from mfg.distributions import (
+    WEIGHT_SUM_TOL,
+    Distribution,
+    DistributionError,
+    Gaussian,
+    Mixture,
+    Samples,
+    Uniform,
+)
+
+#: Largest supported dimension (the grid solvers cover 1-D to 3-D).
+MAX_DIM = 3
+#: The domain must hold at least this much of the source's (and a density target's) mass.
+MIN_DOMAIN_MASS = 0.999
+#: f-divergences accepted by ``terminal: {kind: f, f: ...}`` (DESIGN.md §1).
+F_DIVERGENCES: tuple[str, ...] = ("kl",)
+
+
+class ScenarioError(ValueError):
+    """Bad scenario input; ``str(err)`` is one line naming the file and the field."""
+
+
+@dataclass(frozen=True)
+class TerminalCost:
+    """Terminal cost G: ``kind`` in {"fixed", "f"}; ``f`` names the f-divergence ("kl")."""
+
+    kind: str
+    f: str | None = None
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Box ``bounds = ((lo_1, hi_1), ..., (lo_d, hi_d))``."""
+
+    bounds: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class GridSolverConfig:
+    """Settings of the grid solver (solvers/grid)."""
+
+    kind: str = "grid"
+    n: tuple[int, ...] = (64,)
+    nt: int = 32
+    max_iter: int = 5000
+    tol: float = 1e-6
+    gamma: float | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    dim: int
+    T: float
+    lam: float  # YAML key "lambda"
+    source: Distribution
+    target: Distribution
+    terminal: TerminalCost
+    domain: Domain
+    solver: GridSolverConfig
+    seed: int = 0
+    output: str | None = None
+    text: str = ""  # the scenario as YAML text, overrides applied
+
+
+# =============================================================================================
+# errors
+
+Loc = tuple[str | int, ...]
+
+
+class _FieldError(Exception):
+    """A validation failure at the dotted location ``loc`` (converted to ScenarioError)."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+    def dotted(self) -> str:
+        return ".".join(str(p) for p in self.loc)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace containing a newline replaced by one space."""
+    return re.sub(r"\s*\n\s*", " ", text).strip()
+
+
+def _scenario_error(origin: str, err: _FieldError) -> ScenarioError:
+    where = f"{err.dotted()}: " if err.loc else ""
+    return ScenarioError(_one_line(f"{origin}: {where}{err.message}"))
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _fmt_number(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+_TYPE_MESSAGES: dict[str, str] = {
+    "float_type": "must be a number",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "finite_number": "must be a finite number",
+    "literal_error": "has the wrong value",
+}
+
+
+def _pydantic_message(err: Mapping[str, Any]) -> str:
+    """Short wording of one pydantic error (``type``, ``ctx``, ``input``)."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return "missing required field"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind in _TYPE_MESSAGES:
+        return f"{_TYPE_MESSAGES[kind]} (got {_short_repr(err.get('input'))})"
+    bounds = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {_fmt_number(limit)} (got {_short_repr(err.get('input'))})"
+    if kind == "too_short":
+        return f"must have at least {ctx.get('min_length')} entries"
+    if kind == "too_long":
+        return f"must have at most {ctx.get('max_length')} entries"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return str(err["msg"])
+
+
+def _validate(model: type[_Spec], data: Any, loc: Loc, kind: str | None = None) -> Any:
+    """``model.model_validate(data)``; the first error becomes a _FieldError under ``loc``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = _pydantic_message(first)
+        if first["type"] == "extra_forbidden" and kind is not None:
+            message += f" (for kind {kind!r})"
+        raise _FieldError(loc + tuple(first["loc"]), message) from None
+
+
+# =============================================================================================
+# YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``1e-5`` as a float and rejects duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 wants a dot in floats ("1.0e-5"); also accept the common "1e-5".
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str, origin: str) -> Any:
+    """Parse ``text``; a syntax error is a one-line ScenarioError with line and column."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ScenarioError(_one_line(f"{origin}: not valid YAML: {exc.problem}{where}")) from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(_one_line(f"{origin}: not valid YAML: {exc}")) from None
+
+
+def _parse_value(text: str) -> Any:
+    """An override's value: a YAML scalar or flow list/mapping (``""`` is null)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+# =============================================================================================
+# schema: value types
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _number_or_list(v: Any) -> float | list[float]:
+    """A finite number, or a non-empty list of finite numbers (as floats)."""
+    if _is_number(v) and float(v) == float(v) and abs(float(v)) != float("inf"):
+        return float(v)
+    if isinstance(v, list) and v and all(_is_number(x) for x in v):
+        out = [float(x) for x in v]
+        if all(x == x and abs(x) != float("inf") for x in out):
+            return out
+        raise ValueError(f"must hold finite numbers (got {_short_repr(v)})")
+    raise ValueError(f"must be a number or a list of numbers (got {_short_repr(v)})")
+
+
+def _int_or_list(v: Any) -> int | list[int]:
+    """An integer, or a non-empty list of integers."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        return list(v)
+    raise ValueError(f"must be an integer or a list of integers (got {_short_repr(v)})")
+
+
+NumberOrList = Annotated[Any, PlainValidator(_number_or_list)]
+IntOrList = Annotated[Any, PlainValidator(_int_or_list)]
+FloatList = Annotated[list[float], Field(min_length=1)]
+
+
+class _Spec(BaseModel):
+    """Base of the YAML schema models: unknown fields are errors, types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+def _check_len(values: Sequence[Any], dim: int, loc: Loc) -> None:
+    if len(values) != dim:
+        raise _FieldError(loc, f"must have {dim} entries (dim = {dim}), got {len(values)}")
+
+
+def _broadcast(value: float | int | list[Any], dim: int, loc: Loc) -> tuple[Any, ...]:
+    """A scalar repeated ``dim`` times, or a list checked to have ``dim`` entries."""
+    if isinstance(value, list):
+        _check_len(value, dim, loc)
+        return tuple(value)
+    return (value,) * dim
+
+
+def _distribution_error(loc: Loc, err: DistributionError) -> _FieldError:
+    """A DistributionError (field relative to the distribution) under the scenario ``loc``."""
+    sub: Loc = tuple(err.field.split(".")) if err.field else ()
+    return _FieldError(loc + sub, err.message)
+
+
+# =============================================================================================
+# schema: distributions
+
+
+def _gaussian(
+    mean: list[float], std: Any, cov: list[list[float]] | None, loc: Loc, dim: int
+) -> Gaussian:
+    """Gaussian from YAML fields: ``mean`` of length dim and exactly one of ``std`` / ``cov``."""
+    _check_len(mean, dim, loc + ("mean",))
+    if std is None and cov is None:
+        raise _FieldError(loc + ("std",), "missing required field (give std or cov)")
+    if std is not None and cov is not None:
+        raise _FieldError(loc + ("cov",), "give exactly one of std and cov, not both")
+    stds = None if std is None else _broadcast(std, dim, loc + ("std",))
+    if stds is not None and min(stds) <= 0:
+        raise _FieldError(loc + ("std",), f"must be > 0 (got {_short_repr(std)})")
+    if cov is not None and (len(cov) != dim or any(len(row) != dim for row in cov)):
+        raise _FieldError(loc + ("cov",), f"must be a {dim}x{dim} matrix (dim = {dim})")
+    try:
+        return Gaussian(mean, std=stds, cov=cov)
+    except DistributionError as err:
+        raise _distribution_error(loc, err) from None
+
+
+class _DistributionSpec(_Spec):
+    kind: str
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Distribution:
+        raise NotImplementedError
+
+
+class _GaussianSpec(_DistributionSpec):
+    kind: Literal["gaussian"]
+    mean: FloatList
+    std: NumberOrList | None = None
+    cov: list[FloatList] | None = None
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Gaussian:
+        return _gaussian(self.mean, self.std, self.cov, loc, dim)
+
+
+class _ComponentSpec(_Spec):
+    weight: float = Field(ge=0)
+    mean: FloatList
+    std: NumberOrList | None = None
+    cov: list[FloatList] | None = None
+
+
+class _MixtureSpec(_DistributionSpec):
+    kind: Literal["mixture"]
+    components: list[_ComponentSpec] = Field(min_length=1)
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Mixture:
+        """Σ_k w_k N(m_k, Σ_k); the weights must sum to 1 within WEIGHT_SUM_TOL."""
+        comps = tuple(
+            _gaussian(c.mean, c.std, c.cov, loc + ("components", i), dim)
+            for i, c in enumerate(self.components)
+        )
+        weights = tuple(c.weight for c in self.components)
+        total = sum(weights)
+        if abs(total - 1.0) > WEIGHT_SUM_TOL:
+            raise _FieldError(
+                loc + ("components",), f"weights must sum to 1 (got {total:.12g})"
+            )
+        try:
+            return Mixture(weights, comps)
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
+
+
+class _UniformSpec(_DistributionSpec):
+    kind: Literal["uniform"]
+    low: FloatList
+    high: FloatList
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Uniform:
+        _check_len(self.low, dim, loc + ("low",))
+        _check_len(self.high, dim, loc + ("high",))
+        try:
+            return Uniform(tuple(self.low), tuple(self.high))
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
+
+
+class _SamplesSpec(_DistributionSpec):
+    kind: Literal["samples"]
+    path: str = Field(min_length=1)
+    dataset: str = Field(min_length=1)
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Samples:
+        """Points of shape (n, dim) from ``path`` (relative to ``base_dir``) / ``dataset``."""
+        file = Path(self.path).expanduser()
+        file = (file if file.is_absolute() else base_dir / file).resolve()
+        try:
+            samples = Samples.from_hdf5(file, self.dataset)
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
+        if samples.dim != dim:
+            raise _FieldError(
+                loc + ("dataset",),
+                f"points have dimension {samples.dim} (shape {samples.points.shape}), "
+                f"but dim = {dim}",
+            )
+        return samples
+
+
+#: Distribution kinds: YAML ``kind`` -> spec model (with a ``build`` method).
+DISTRIBUTION_KINDS: dict[str, type[_DistributionSpec]] = {
+    "gaussian": _GaussianSpec,
+    "mixture": _MixtureSpec,
+    "uniform": _UniformSpec,
+    "samples": _SamplesSpec,
+}
+
+
+# =============================================================================================
+# schema: terminal cost, domain, solver
+
+
+class _TerminalSpec(_Spec):
+    kind: str
+
+    def build(self, loc: Loc) -> TerminalCost:
+        return TerminalCost(kind=self.kind)
+
+
+class _FixedTerminalSpec(_TerminalSpec):
+    """G = 0 if ρ_T = π else +∞."""
+
+    kind: Literal["fixed"]
+
+
+class _FTerminalSpec(_TerminalSpec):
+    """G = D_f(ρ_T ‖ π) with f from F_DIVERGENCES."""
+
+    kind: Literal["f"]
+    f: str
+
+    def build(self, loc: Loc) -> TerminalCost:
+        if self.f not in F_DIVERGENCES:
+            raise _FieldError(
+                loc + ("f",),
+                f"unknown f-divergence {self.f!r} (supported: {', '.join(F_DIVERGENCES)})",
+            )
+        return TerminalCost(kind=self.kind, f=self.f)
+
+
+#: Terminal-cost kinds: YAML ``kind`` -> spec model (with a ``build`` method).
+TERMINAL_KINDS: dict[str, type[_TerminalSpec]] = {
+    "fixed": _FixedTerminalSpec,
+    "f": _FTerminalSpec,
+}
+
+
+class _DomainSpec(_Spec):
+    bounds: list[FloatList] = Field(min_length=1)
+
+    def build(self, loc: Loc, dim: int) -> Domain:
+        """One ``[lo, hi]`` pair per dimension with lo < hi."""
+        if len(self.bounds) != dim:
+            raise _FieldError(
+                loc + ("bounds",),
+                f"must have {dim} [lo, hi] pairs (dim = {dim}), got {len(self.bounds)}",
+            )
+        for i, pair in enumerate(self.bounds):
+            if len(pair) != 2:
+                raise _FieldError(loc + ("bounds", i), f"must be a pair [lo, hi], got {pair}")
+            if not pair[0] < pair[1]:
+                raise _FieldError(loc + ("bounds", i), f"lo must be < hi (got {pair})")
+        return Domain(bounds=tuple((lo, hi) for lo, hi in self.bounds))
+
+
+class _SolverSpec(_Spec):
+    kind: str
+
+    def build(self, loc: Loc, dim: int) -> GridSolverConfig:
+        raise NotImplementedError
+
+
+class _GridSolverSpec(_SolverSpec):
+    kind: Literal["grid"]
+    n: IntOrList = GridSolverConfig.n[0]
+    nt: int = Field(default=GridSolverConfig.nt, ge=2)
+    max_iter: int = Field(default=GridSolverConfig.max_iter, ge=1)
+    tol: float = Field(default=GridSolverConfig.tol, gt=0)
+    gamma: float | None = Field(default=GridSolverConfig.gamma, gt=0)
+    progress: bool = GridSolverConfig.progress
+
+    #: Fewest cells per axis.
+    MIN_CELLS: ClassVar[int] = 2
+
+    def build(self, loc: Loc, dim: int) -> GridSolverConfig:
+        """``n`` broadcast to one cell count per dimension, each >= MIN_CELLS."""
+        n = _broadcast(self.n, dim, loc + ("n",))
+        if min(n) < self.MIN_CELLS:
+            raise _FieldError(loc + ("n",), f"must be >= {self.MIN_CELLS} (got {self.n})")
+        return GridSolverConfig(
+            kind=self.kind,
+            n=tuple(n),
+            nt=self.nt,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            gamma=self.gamma,
+            progress=self.progress,
+        )
+
+
+#: Solver kinds: YAML ``kind`` -> spec model (with a ``build`` method).
+SOLVER_KINDS: dict[str, type[_SolverSpec]] = {"grid": _GridSolverSpec}
+#: ``kind`` assumed where a ``solver`` mapping has none.
+DEFAULT_SOLVER_KIND = "grid"
+
+
+class _ScenarioSpec(_Spec):
+    name: str = Field(min_length=1)
+    dim: int = Field(ge=1, le=MAX_DIM)
+    T: float = Field(default=1.0, gt=0)
+    lam: float = Field(alias="lambda", gt=0)
+    source: dict[str, Any]
+    target: dict[str, Any]
+    terminal: dict[str, Any]
+    domain: _DomainSpec
+    solver: dict[str, Any] = Field(default_factory=lambda: {"kind": DEFAULT_SOLVER_KIND})
+    seed: int = Field(default=0, ge=0)
+    output: str | None = None
+
+
+#: Fields of the top-level mapping whose sub-schema is chosen by their ``kind``.
+_DISPATCHED: dict[str, Mapping[str, type[_Spec]]] = {
+    "source": DISTRIBUTION_KINDS,
+    "target": DISTRIBUTION_KINDS,
+    "terminal": TERMINAL_KINDS,
+    "solver": SOLVER_KINDS,
+}
+
+
+def _validate_kind(
+    raw: Mapping[str, Any],
+    loc: Loc,
+    registry: Mapping[str, type[_Spec]],
+    default: str | None = None,
+) -> Any:
+    """Validate ``raw`` with the spec model that ``registry`` holds for ``raw["kind"]``."""
+    kind = raw.get("kind", default)
+    if kind is None:
+        raise _FieldError(
+            loc + ("kind",), f"missing required field (one of: {', '.join(registry)})"
+        )
+    if not isinstance(kind, str) or kind not in registry:
+        raise _FieldError(
+            loc + ("kind",),
+            f"unknown kind {_short_repr(kind)} (one of: {', '.join(registry)})",
+        )
+    return _validate(registry[kind], {**raw, "kind": kind}, loc, kind=kind)
+
+
+# =============================================================================================
+# building
+
+
+def _check_covers(dist: Distribution, domain: Domain, role: str) -> None:
+    """The domain must hold at least MIN_DOMAIN_MASS of ``dist`` (``mass_in_box``)."""
+    mass = dist.mass_in_box(domain.bounds)
+    if mass < MIN_DOMAIN_MASS:
+        raise _FieldError(
+            ("domain", "bounds"),
+            f"does not cover the {role}: it holds {mass:.4f} of its mass, "
+            f"must hold >= {MIN_DOMAIN_MASS}",
+        )
+
+
+def _build_distribution(raw: Any, loc: Loc, dim: int, base_dir: Path) -> Distribution:
+    if not isinstance(raw, dict):
+        raise _FieldError(loc, f"must be a mapping (got {_short_repr(raw)})")
+    return _validate_kind(raw, loc, DISTRIBUTION_KINDS).build(loc, dim, base_dir)
+
+
+def _build_scenario(raw: dict[str, Any], base_dir: Path) -> Scenario:
+    """Validate the raw mapping and build the Scenario (``text`` left empty)."""
+    spec: _ScenarioSpec = _validate(_ScenarioSpec, raw, ())
+    dim = spec.dim
+    source = _build_distribution(spec.source, ("source",), dim, base_dir)
+    target = _build_distribution(spec.target, ("target",), dim, base_dir)
+    terminal = _validate_kind(spec.terminal, ("terminal",), TERMINAL_KINDS).build(("terminal",))
+    domain = spec.domain.build(("domain",), dim)
+    solver = _validate_kind(spec.solver, ("solver",), SOLVER_KINDS, DEFAULT_SOLVER_KIND).build(
+        ("solver",), dim
+    )
+    _check_covers(source, domain, "source")
+    if target.has_density:
+        _check_covers(target, domain, "target")
+    return Scenario(
+        name=spec.name,
+        dim=dim,
+        T=spec.T,
+        lam=spec.lam,
+        source=source,
+        target=target,
+        terminal=terminal,
+        domain=domain,
+        solver=solver,
+        seed=spec.seed,
+        output=spec.output,
+    )
+
+
+def distribution_from_dict(
+    spec: Mapping[str, Any], dim: int, field: str, base_dir: Path
+) -> Distribution:
+    """Build a distribution from its YAML mapping (``{kind: gaussian, ...}``, see module doc).
+
+    ``field`` is the dotted name used in error messages (``ScenarioError("<field>.std: ...")``);
+    a ``samples`` path is resolved relative to ``base_dir``.
+    """
+    loc: Loc = tuple(field.split(".")) if field else ()
+    try:
+        return _build_distribution(dict(spec), loc, dim, Path(base_dir))
+    except _FieldError as err:
+        raise ScenarioError(_one_line(f"{err.dotted()}: {err.message}")) from None
+
+
+# =============================================================================================
+# overrides
+
+_LEAF = object()  # schema node without sub-fields
+
+
+def _annotation_node(annotation: Any) -> Any:
+    """Schema node of a field annotation: a model class, ("list", node) or _LEAF."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _annotation_node(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        nodes = [_annotation_node(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return next((n for n in nodes if n is not _LEAF), _LEAF)
+    if origin is list:
+        return ("list", _annotation_node(typing.get_args(annotation)[0]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return _LEAF
+
+
+def _model_child(model: type[BaseModel], key: str) -> Any:
+    """Schema node of the field ``key`` (alias or name) of ``model``; None if unknown."""
+    for name, info in model.model_fields.items():
+        if key == (info.alias or name):
+            if model is _ScenarioSpec and key in _DISPATCHED:
+                return _DISPATCHED[key]
+            return _annotation_node(info.annotation)
+    return None
+
+
+def _child(node: Any, key: str, container: Any) -> tuple[Any, str | int] | None:
+    """(child node, key or index into ``container``) for one path segment; None if unknown."""
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        child = _model_child(node, key)
+        return None if child is None else (child, key)
+    if isinstance(node, Mapping):  # a kind registry: any of its models may hold ``key``
+        for model in node.values():
+            child = _model_child(model, key)
+            if child is not None:
+                return child, key
+        return None
+    if isinstance(node, tuple) and node[0] == "list":
+        if not re.fullmatch(r"\d+", key):
+            return None
+        size = len(container) if isinstance(container, list) else 0
+        if int(key) >= size:
+            raise _IndexOutOfRange(size)
+        return node[1], int(key)
+    return None
+
+
+class _IndexOutOfRange(Exception):
+    """An override indexes past the end of a list of ``size`` entries."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``key.path=value`` to ``raw`` in place (intermediate mappings are created)."""
+    key, sep, value_text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise _FieldError((), f"override {item!r}: expected key.path=value")
+    try:
+        value = _parse_value(value_text)
+    except yaml.YAMLError:
+        raise _FieldError((key,), f"override value {value_text!r} is not valid YAML") from None
+    parts = key.split(".")
+    node: Any = _ScenarioSpec
+    container: Any = raw
+    for depth, part in enumerate(parts):
+        try:
+            found = _child(node, part, container)
+        except _IndexOutOfRange as exc:
+            raise _FieldError(
+                tuple(parts[: depth + 1]),
+                f"no such entry (the list has {exc.size}; in override {item!r})",
+            ) from None
+        if found is None:
+            raise _FieldError(tuple(parts[: depth + 1]), f"unknown field (in override {item!r})")
+        child, index = found
+        if depth == len(parts) - 1:
+            container[index] = value
+            return
+        here = tuple(parts[: depth + 1])
+        if isinstance(container, dict) and container.get(index) is None and child is not _LEAF:
+            if isinstance(child, tuple):
+                raise _FieldError(here, f"no list to index (in override {item!r})")
+            container[index] = {}
+        nxt = container[index]
+        if child is _LEAF or (isinstance(child, tuple) and not isinstance(nxt, list)):
+            raise _FieldError(here, f"has no sub-fields (in override {item!r})")
+        if not isinstance(child, tuple) and not isinstance(nxt, dict):
+            raise _FieldError(here, f"must be a mapping (in override {item!r})")
+        node, container = child, nxt
+
+
+# =============================================================================================
+# public entry points
+
+
+def parse_scenario(
+    text: str,
+    *,
+    origin: str = "<string>",
+    overrides: Sequence[str] = (),
+    base_dir: Path | None = None,
+) -> Scenario:
+    """Parse and validate scenario YAML ``text``; errors name ``origin`` and the field.
+
+    ``overrides`` are ``key.path=value`` strings applied in order before validation;
+    ``base_dir`` (default: the current directory) resolves relative ``samples`` paths.
+    """
+    raw = _load_yaml(text, origin)
+    if raw is None:
+        raise ScenarioError(f"{origin}: empty scenario (expected a mapping of fields)")
+    if not isinstance(raw, dict):
+        raise ScenarioError(
+            f"{origin}: must be a mapping of fields, got {type(raw).__name__} "
+            f"({_short_repr(raw)})"
+        )
+    base = Path.cwd() if base_dir is None else Path(base_dir)
+    try:
+        for item in overrides:
+            _apply_override(raw, item)
+        scenario = _build_scenario(raw, base)
+    except _FieldError as err:
+        raise _scenario_error(origin, err) from None
+    for role in ("source", "target"):
+        dist = getattr(scenario, role)
+        if isinstance(dist, Samples):  # make Scenario.text independent of base_dir
+            raw[role] = {**raw[role], "path": dist.path}
+    text_out = yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+    return dataclasses.replace(scenario, text=text_out)
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Read the YAML file ``path`` and :func:`parse_scenario` it (origin = ``path``).
+
+    Relative ``samples`` paths are resolved against the file's folder.
+    """
+    origin = str(path)
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{origin}: scenario file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{origin}: is a directory, not a scenario file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{origin}: not valid YAML: not UTF-8 text") from None
+    except OSError as exc:
+        raise ScenarioError(_one_line(f"{origin}: cannot read: {exc.strerror}")) from None
+    return parse_scenario(
+        text, origin=origin, overrides=overrides, base_dir=file.resolve().parent
+    )
