@@ -173,8 +173,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_safe(table), indent=2))
     else:
-        print(format_rows(header + list(table.items())))
+        print(format_rows(header + compare_rows(table)))
     return 0
+
+
+def compare_rows(table: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The table's rows, with ``density_l1@t=X`` and ``density_linf@t=X`` merged into one row
+    ``density@t=X   L1 ...  Linf ...``."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        if key.startswith("density_linf@t="):
+            continue
+        if key.startswith("density_l1@t="):
+            t = key.removeprefix("density_l1@t=")
+            linf = table.get(f"density_linf@t={t}", float("nan"))
+            rows.append((f"density@t={t}", f"L1 {fmt(value):<12} Linf {fmt(linf)}"))
+        else:
+            rows.append((key, value))
+    return rows
 
 
 def stored_scenario(result: Any, origin: str):  # -> mfg.scenario.Scenario

@@ -7,8 +7,8 @@ Each generator f is convex on [0, ∞) with f(1) = 0. On a grid, with cell avera
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -47,7 +47,8 @@ def get_f_divergence(name: str) -> FDivergence:
     try:
         return F_DIVERGENCES[name]
     except KeyError:
-        raise ValueError(f"unknown f-divergence {name!r} (known: {', '.join(F_DIVERGENCES)})") from None
+        known = ", ".join(F_DIVERGENCES)
+        raise ValueError(f"unknown f-divergence {name!r} (known: {known})") from None
 
 
 def f_divergence_on_grid(div: FDivergence, rho: Array, pi: Array, cell_volume: float) -> float:

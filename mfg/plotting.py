@@ -81,7 +81,14 @@ def _plot_1d(fig: Figure, grid: xr.Dataset, n_snapshots: int) -> None:
     if has_u:
         u = grid["U"]
         u_final = u.isel(t=-1) if "t" in u.dims else u
-        axes[1].plot(u_final[xdim].values, u_final.values, color="C3")
+        x = u_final[xdim].values
+        axes[1].plot(x, u_final.values, color="C3")
+        rho_final = rho.isel(t=-1).interp({xdim: x}).values
+        axes[1].fill_between(
+            x, 0, 1, where=rho_final < 1e-3 * np.nanmax(rho_final), color="0.9",
+            transform=axes[1].get_xaxis_transform(), label="rho(T) < 1e-3 max",
+        )  # fmt: skip
+        axes[1].legend(loc="upper right")
         axes[1].set(xlabel=xdim, ylabel="U", title="value function U(x, T)")
 
 

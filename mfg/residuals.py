@@ -48,7 +48,9 @@ def velocity_residual(
     return float(num / den) if den > 0 else 0.0
 
 
-def terminal_residual(U_T: Array, first_variation: Array, rho_T: Array, cell_volume: float) -> float:
+def terminal_residual(
+    U_T: Array, first_variation: Array, rho_T: Array, cell_volume: float
+) -> float:
     """ρ_T-weighted L1 distance ∫ ρ_T |U(·, T) − δG/δρ(ρ_T)| dx (cells with ρ_T > 0)."""
     pos = rho_T > 0
     return float(np.sum(rho_T[pos] * np.abs(U_T[pos] - first_variation[pos])) * cell_volume)

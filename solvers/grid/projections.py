@@ -4,8 +4,8 @@ proximal map of the interpolation constraint ρ̄ = I ρ coupled with the termin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import scipy.fft
@@ -62,7 +62,7 @@ class ContinuityProjection:
         return scipy.fft.idctn(rh, type=2, axes=axes, norm="ortho")
 
     def project(self, rho: Array, ms: list[Array]) -> Array:
-        """Project in place; returns the multiplier p (shape (nt, *n)), so that the step was −Aᵀp."""
+        """Project in place and return the multiplier p, shape (nt, *n): the step was −Aᵀp."""
         rho[0] = self.rho0
         p = self.solve_poisson(divergence(rho, ms, self.dt, self.dx))
         # Aᵀp on ρ_k (k ≥ 1) is (p_{k−1} − p_k)/dt with p_nt = 0
@@ -86,7 +86,7 @@ def _solve_along(chol: Array, b: Array, axis: int) -> Array:
     """Solve the banded SPD system (Cholesky factor ``chol``) along ``axis`` of ``b``."""
     bm = np.moveaxis(b, axis, 0)
     shape = bm.shape
-    x = scipy.linalg.cho_solve_banded((chol, False), bm.reshape(shape[0], -1))
+    x = scipy.linalg.cho_solve_banded((chol, False), bm.reshape(shape[0], -1), check_finite=False)
     return np.moveaxis(x.reshape(shape), 0, axis)
 
 

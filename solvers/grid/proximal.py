@@ -5,7 +5,7 @@ prox_{tF}(y) = argmin_x F(x) + |x − y|²/(2t). All maps act elementwise on arr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,4 +73,6 @@ def terminal_prox(div: FDivergence) -> Callable[[Array, Array, float], Array]:
     try:
         return TERMINAL_PROX[div.name]
     except KeyError:
-        raise ValueError(f"terminal.f: the grid solver has no proximal map for {div.name!r}") from None
+        raise ValueError(
+            f"terminal.f: the grid solver has no proximal map for {div.name!r}"
+        ) from None
