@@ -62,13 +62,12 @@ from mfg.distributions import (
     Samples,
     Uniform,
 )
+from mfg.divergences import F_DIVERGENCES
 
 #: Largest supported dimension (the grid solvers cover 1-D to 3-D).
 MAX_DIM = 3
 #: The domain must hold at least this much of the source's (and a density target's) mass.
 MIN_DOMAIN_MASS = 0.999
-#: f-divergences accepted by ``terminal: {kind: f, f: ...}`` (DESIGN.md §1).
-F_DIVERGENCES: tuple[str, ...] = ("kl",)
 
 
 class ScenarioError(ValueError):

@@ -149,7 +149,8 @@ def douglas_rachford(
     x_views = layout.views(x)
     out_x = [x_views[0], *x_views[1], x_views[2], *x_views[3]]
     u_prev = None
-    bar = tqdm(total=max_iter, disable=not progress, desc="grid", unit="it", leave=False)
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
+    bar = tqdm(total=max_iter, disable=None if progress else True, desc="grid", unit="it")
     try:
         for it in range(1, max_iter + 1):
             zr, zm, zrb, zmb = layout.views(z)
