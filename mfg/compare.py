@@ -30,13 +30,12 @@ Both entry points return one flat, JSON-able table ``{name: float | str}`` (in a
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
+from mfg.metrics import Measure, w2
 from mfg.results import Result
 
 if TYPE_CHECKING:
@@ -251,7 +250,6 @@ def residual_rows(a: Result, b: Result, labels: tuple[str, str]) -> Table:
 # W2 between terminal measures
 
 
-Measure = tuple[np.ndarray, np.ndarray]  # points (n, d), weights (n,) summing to 1
 
 
 def _subsample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -288,39 +286,6 @@ def _terminal_rho(result: Result) -> xr.DataArray | None:
     if result.grid is None or "rho" not in result.grid:
         return None
     return final_snapshot(result.grid["rho"])[0]
-
-
-def _import_ot() -> Any:
-    """``import ot`` with stdout silenced: POT loads pykeops, which prints a warning on stdout."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        import ot
-    return ot
-
-
-def w2_1d(x: Measure, y: Measure) -> float:
-    """Exact W2 in 1-D through the quantile functions: W2^2 = int_0^1 |F^-1(u) - G^-1(u)|^2 du,
-    both piecewise constant between the merged cumulative weights."""
-    (xp, xw), (yp, yw) = x, y
-    ix, iy = np.argsort(xp[:, 0]), np.argsort(yp[:, 0])
-    xs, ys = xp[ix, 0], yp[iy, 0]
-    cx, cy = np.cumsum(xw[ix]), np.cumsum(yw[iy])
-    cx, cy = cx / cx[-1], cy / cy[-1]
-    u = np.union1d(cx, cy)
-    du = np.diff(u, prepend=0.0)
-    mid = u - du / 2
-    qx = xs[np.minimum(np.searchsorted(cx, mid), len(xs) - 1)]
-    qy = ys[np.minimum(np.searchsorted(cy, mid), len(ys) - 1)]
-    return float(np.sqrt(np.sum(du * (qx - qy) ** 2)))
-
-
-def w2(x: Measure, y: Measure) -> float:
-    """Exact W2 = sqrt(min_P sum_ij P_ij |x_i - y_j|^2) between two discrete measures: by
-    quantiles in 1-D (:func:`w2_1d`), else by the network simplex (POT ``ot.emd2``)."""
-    if x[0].shape[1] == 1:
-        return w2_1d(x, y)
-    ot = _import_ot()
-    cost = ot.dist(x[0], y[0], metric="sqeuclidean")
-    return float(np.sqrt(max(ot.emd2(x[1], y[1], cost, numItermax=10_000_000), 0.0)))
 
 
 def w2_rows(a: Result, b: Result) -> Table:
@@ -392,7 +357,7 @@ def _domain_dataset(cf: Any, scenario: Scenario) -> xr.Dataset | None:
     from mfg.grid import Grid
 
     n_axis = _EXACT_CELLS.get(scenario.dim)
-    if n_axis is None:
+    if n_axis is None or scenario.domain is None:
         return None
     bounds = tuple((float(lo), float(hi)) for lo, hi in scenario.domain.bounds)
     grid = Grid(bounds, (n_axis,) * scenario.dim)

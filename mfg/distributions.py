@@ -489,3 +489,146 @@ class Samples(Distribution):
         """Fraction of the points in the closed box."""
         lo, hi = _box_arrays(bounds, self.dim)
         return float(np.mean(_inside(self.points, lo, hi)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures without a density (targets on low-dimensional sets)
+
+#: Samples and seed of the Monte Carlo moments/box masses of measures known only by sampling.
+MC_MEASURE_SAMPLES = 100_000
+MC_MEASURE_SEED = 20_241_124
+
+
+class SampledMeasure(Distribution):
+    """A measure without density, known through :meth:`sample`.
+
+    ``mean``, ``cov`` and ``mass_in_box`` are Monte Carlo estimates from MC_MEASURE_SAMPLES draws
+    with the fixed seed MC_MEASURE_SEED (subclasses override them where exact forms are short).
+    """
+
+    has_density: ClassVar[bool] = False
+
+    def log_density(self, x: np.ndarray) -> np.ndarray:
+        raise TypeError(f"{type(self).__name__} has no density")
+
+    def _reference_sample(self) -> np.ndarray:
+        return self.sample(MC_MEASURE_SAMPLES, np.random.default_rng(MC_MEASURE_SEED))
+
+    def mean(self) -> np.ndarray:
+        return self._reference_sample().mean(axis=0)
+
+    def cov(self) -> np.ndarray:
+        return np.atleast_2d(np.cov(self._reference_sample(), rowvar=False, bias=True))
+
+    def mass_in_box(self, bounds: Bounds) -> float:
+        lo, hi = _box_arrays(bounds, self.dim)
+        return float(np.mean(_inside(self._reference_sample(), lo, hi)))
+
+
+@dataclass(frozen=True)
+class Circle(SampledMeasure):
+    """Uniform measure on the circle {c + r(cos θ, sin θ, 0, ..., 0)}: a 1-D set in R^d, d >= 2."""
+
+    centre: tuple[float, ...]
+    radius: float
+
+    def __post_init__(self) -> None:
+        if len(self.centre) < 2:
+            raise DistributionError("centre", "a circle needs dim >= 2")
+        if not (np.isfinite(self.radius) and self.radius > 0):
+            raise DistributionError("radius", f"must be > 0 (got {self.radius})")
+
+    @property
+    def dim(self) -> int:
+        return len(self.centre)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        _check_sample_count(n)
+        theta = rng.uniform(0.0, 2.0 * np.pi, n)
+        x = np.tile(np.asarray(self.centre, dtype=np.float64), (n, 1))
+        x[:, 0] += self.radius * np.cos(theta)
+        x[:, 1] += self.radius * np.sin(theta)
+        return x
+
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.centre, dtype=np.float64)
+
+    def cov(self) -> np.ndarray:
+        """r²/2 on the circle's plane, 0 elsewhere."""
+        c = np.zeros((self.dim, self.dim))
+        c[0, 0] = c[1, 1] = 0.5 * self.radius**2
+        return c
+
+
+@dataclass(frozen=True)
+class Segment(SampledMeasure):
+    """Uniform measure on the segment [a, b] ⊂ R^d."""
+
+    a: tuple[float, ...]
+    b: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.a) != len(self.b):
+            raise DistributionError("b", f"must have {len(self.a)} entries like a")
+        if np.allclose(self.a, self.b):
+            raise DistributionError("b", "must differ from a")
+
+    @property
+    def dim(self) -> int:
+        return len(self.a)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        _check_sample_count(n)
+        s = rng.uniform(0.0, 1.0, (n, 1))
+        a, b = np.asarray(self.a, dtype=np.float64), np.asarray(self.b, dtype=np.float64)
+        return a + s * (b - a)
+
+    def mean(self) -> np.ndarray:
+        return 0.5 * (np.asarray(self.a) + np.asarray(self.b))
+
+    def cov(self) -> np.ndarray:
+        """(b − a)(b − a)ᵀ/12."""
+        d = np.asarray(self.b, dtype=np.float64) - np.asarray(self.a, dtype=np.float64)
+        return np.outer(d, d) / 12.0
+
+
+@dataclass(frozen=True)
+class Points(SampledMeasure):
+    """Atomic measure Σ_j w_j δ_{x_j} (weights default to uniform)."""
+
+    atoms: tuple[tuple[float, ...], ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        x = np.asarray(self.atoms, dtype=np.float64)
+        if x.ndim != 2 or x.shape[0] < 1:
+            raise DistributionError("atoms", "must be a non-empty list of points")
+        _check_finite("atoms", x)
+        w = np.asarray(self.weights, dtype=np.float64)
+        if w.shape != (x.shape[0],):
+            raise DistributionError("weights", f"must have {x.shape[0]} entries, one per atom")
+        if np.any(w < 0) or abs(w.sum() - 1.0) > WEIGHT_SUM_TOL:
+            raise DistributionError("weights", f"must be >= 0 and sum to 1 (sum {w.sum():.6g})")
+
+    @property
+    def dim(self) -> int:
+        return len(self.atoms[0])
+
+    @property
+    def points(self) -> np.ndarray:
+        return np.asarray(self.atoms, dtype=np.float64)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        _check_sample_count(n)
+        return self.points[rng.choice(len(self.atoms), size=n, p=np.asarray(self.weights))]
+
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.weights) @ self.points
+
+    def cov(self) -> np.ndarray:
+        d = self.points - self.mean()
+        return (d * np.asarray(self.weights)[:, None]).T @ d
+
+    def mass_in_box(self, bounds: Bounds) -> float:
+        lo, hi = _box_arrays(bounds, self.dim)
+        return float(np.asarray(self.weights) @ _inside(self.points, lo, hi))

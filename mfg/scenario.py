@@ -1,12 +1,13 @@
 """Scenario: the whole, validated description of one problem (DESIGN.md §3).
 
 CONTRACT: the frozen dataclasses below (:class:`Scenario`, :class:`TerminalCost`,
-:class:`Domain`, :class:`GridSolverConfig`) are what solvers and the CLI consume.
+:class:`Domain`, and the solver family's config from :mod:`mfg.settings`) are what solvers and
+the CLI consume.
 
 Loading is :func:`load_scenario` (a file) or :func:`parse_scenario` (text). The YAML mapping is
 
     name: str                     # required
-    dim: int                      # 1 <= dim <= MAX_DIM (= 3 for now: the grid solvers' range)
+    dim: int                      # >= 1 (each solver family states its own range: grid 1-3)
     T: float > 0                  # default 1
     lambda: float > 0             # required; the kinetic weight λ (Scenario.lam)
     source: <distribution>        # required
@@ -48,24 +49,43 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
+from pydantic import BaseModel, Field
 
+from mfg.datasets import ToyData
 from mfg.distributions import (
     WEIGHT_SUM_TOL,
+    Circle,
     Distribution,
     DistributionError,
     Gaussian,
     Mixture,
+    Points,
     Samples,
+    Segment,
     Uniform,
 )
 from mfg.divergences import F_DIVERGENCES
+from mfg.schema import (
+    FieldError,
+    FloatList,
+    Loc,
+    NumberOrList,
+    SolverSpec,
+    Spec,
+    broadcast,
+    check_len,
+    short_repr,
+    validate,
+)
+from mfg.settings.grid import GridSolverSpec
 
-#: Largest supported dimension (the grid solvers cover 1-D to 3-D).
-MAX_DIM = 3
+#: Largest supported dimension.
+MAX_DIM = 4096
+#: Any solver family's frozen config dataclass (see mfg.settings).
+SolverConfig = Any
 #: The domain must hold at least this much of the source's (and a density target's) mass.
 MIN_DOMAIN_MASS = 0.999
 
@@ -76,10 +96,25 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class TerminalCost:
-    """Terminal cost G: ``kind`` in {"fixed", "f"}; ``f`` names the f-divergence ("kl")."""
+    """Terminal cost G (DESIGN.md §1). ``kind`` is one of TERMINAL_KINDS; the other fields are
+    set only for the kinds that use them:
+
+    * ``fixed``: ρ_T = π.
+    * ``f``: D_f(ρ_T‖π) with ``f`` in F_DIVERGENCES (``alpha`` > 1 for f = alpha).
+    * ``w1``: L·W1(ρ_T, π), ``L`` > 0.
+    * ``lipschitz_f``: D_f^{Γ_L}(ρ_T‖π) = inf_σ D_f(σ‖π) + L·W1(ρ_T, σ), ``f`` and ``L``.
+    * ``mmd``: MMD_k²(ρ_T, π) with ``kernel`` (gaussian, laplace, energy) and ``bandwidth``.
+    * ``sinkhorn``: debiased Sinkhorn divergence S_ε(ρ_T, π) with ``blur`` = ε^{1/p} and ``p``.
+    """
 
     kind: str
     f: str | None = None
+    alpha: float | None = None
+    L: float | None = None
+    kernel: str | None = None
+    bandwidth: float | None = None
+    blur: float | None = None
+    p: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,19 +122,6 @@ class Domain:
     """Box ``bounds = ((lo_1, hi_1), ..., (lo_d, hi_d))``."""
 
     bounds: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True)
-class GridSolverConfig:
-    """Settings of the grid solver (solvers/grid)."""
-
-    kind: str = "grid"
-    n: tuple[int, ...] = (64,)
-    nt: int = 32
-    max_iter: int = 5000
-    tol: float = 1e-6
-    gamma: float | None = None
-    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,8 +133,8 @@ class Scenario:
     source: Distribution
     target: Distribution
     terminal: TerminalCost
-    domain: Domain
-    solver: GridSolverConfig
+    domain: Domain | None  # None: unbounded (solvers that need a box say so)
+    solver: SolverConfig
     seed: int = 0
     output: str | None = None
     text: str = ""  # the scenario as YAML text, overrides applied
@@ -121,91 +143,15 @@ class Scenario:
 # =============================================================================================
 # errors
 
-Loc = tuple[str | int, ...]
-
-
-class _FieldError(Exception):
-    """A validation failure at the dotted location ``loc`` (converted to ScenarioError)."""
-
-    def __init__(self, loc: Loc, message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-    def dotted(self) -> str:
-        return ".".join(str(p) for p in self.loc)
-
-
 def _one_line(text: str) -> str:
     """``text`` with every run of whitespace containing a newline replaced by one space."""
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
-def _scenario_error(origin: str, err: _FieldError) -> ScenarioError:
+def _scenario_error(origin: str, err: FieldError) -> ScenarioError:
     where = f"{err.dotted()}: " if err.loc else ""
     return ScenarioError(_one_line(f"{origin}: {where}{err.message}"))
 
-
-def _short_repr(value: Any, limit: int = 40) -> str:
-    r = repr(value)
-    return r if len(r) <= limit else r[: limit - 3] + "..."
-
-
-def _fmt_number(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-_TYPE_MESSAGES: dict[str, str] = {
-    "float_type": "must be a number",
-    "int_type": "must be an integer",
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-    "list_type": "must be a list",
-    "dict_type": "must be a mapping",
-    "model_type": "must be a mapping",
-    "finite_number": "must be a finite number",
-    "literal_error": "has the wrong value",
-}
-
-
-def _pydantic_message(err: Mapping[str, Any]) -> str:
-    """Short wording of one pydantic error (``type``, ``ctx``, ``input``)."""
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    if kind == "missing":
-        return "missing required field"
-    if kind == "extra_forbidden":
-        return "unknown field"
-    if kind in _TYPE_MESSAGES:
-        return f"{_TYPE_MESSAGES[kind]} (got {_short_repr(err.get('input'))})"
-    bounds = {
-        "greater_than": ">",
-        "greater_than_equal": ">=",
-        "less_than": "<",
-        "less_than_equal": "<=",
-    }
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {_fmt_number(limit)} (got {_short_repr(err.get('input'))})"
-    if kind == "too_short":
-        return f"must have at least {ctx.get('min_length')} entries"
-    if kind == "too_long":
-        return f"must have at most {ctx.get('max_length')} entries"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return str(err["msg"])
-
-
-def _validate(model: type[_Spec], data: Any, loc: Loc, kind: str | None = None) -> Any:
-    """``model.model_validate(data)``; the first error becomes a _FieldError under ``loc``."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        message = _pydantic_message(first)
-        if first["type"] == "extra_forbidden" and kind is not None:
-            message += f" (for kind {kind!r})"
-        raise _FieldError(loc + tuple(first["loc"]), message) from None
 
 
 # =============================================================================================
@@ -254,63 +200,10 @@ def _parse_value(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-# =============================================================================================
-# schema: value types
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _number_or_list(v: Any) -> float | list[float]:
-    """A finite number, or a non-empty list of finite numbers (as floats)."""
-    if _is_number(v) and float(v) == float(v) and abs(float(v)) != float("inf"):
-        return float(v)
-    if isinstance(v, list) and v and all(_is_number(x) for x in v):
-        out = [float(x) for x in v]
-        if all(x == x and abs(x) != float("inf") for x in out):
-            return out
-        raise ValueError(f"must hold finite numbers (got {_short_repr(v)})")
-    raise ValueError(f"must be a number or a list of numbers (got {_short_repr(v)})")
-
-
-def _int_or_list(v: Any) -> int | list[int]:
-    """An integer, or a non-empty list of integers."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v
-    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-        return list(v)
-    raise ValueError(f"must be an integer or a list of integers (got {_short_repr(v)})")
-
-
-NumberOrList = Annotated[Any, PlainValidator(_number_or_list)]
-IntOrList = Annotated[Any, PlainValidator(_int_or_list)]
-FloatList = Annotated[list[float], Field(min_length=1)]
-
-
-class _Spec(BaseModel):
-    """Base of the YAML schema models: unknown fields are errors, types are strict."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-
-
-def _check_len(values: Sequence[Any], dim: int, loc: Loc) -> None:
-    if len(values) != dim:
-        raise _FieldError(loc, f"must have {dim} entries (dim = {dim}), got {len(values)}")
-
-
-def _broadcast(value: float | int | list[Any], dim: int, loc: Loc) -> tuple[Any, ...]:
-    """A scalar repeated ``dim`` times, or a list checked to have ``dim`` entries."""
-    if isinstance(value, list):
-        _check_len(value, dim, loc)
-        return tuple(value)
-    return (value,) * dim
-
-
-def _distribution_error(loc: Loc, err: DistributionError) -> _FieldError:
+def _distribution_error(loc: Loc, err: DistributionError) -> FieldError:
     """A DistributionError (field relative to the distribution) under the scenario ``loc``."""
     sub: Loc = tuple(err.field.split(".")) if err.field else ()
-    return _FieldError(loc + sub, err.message)
+    return FieldError(loc + sub, err.message)
 
 
 # =============================================================================================
@@ -321,23 +214,23 @@ def _gaussian(
     mean: list[float], std: Any, cov: list[list[float]] | None, loc: Loc, dim: int
 ) -> Gaussian:
     """Gaussian from YAML fields: ``mean`` of length dim and exactly one of ``std`` / ``cov``."""
-    _check_len(mean, dim, loc + ("mean",))
+    check_len(mean, dim, loc + ("mean",))
     if std is None and cov is None:
-        raise _FieldError(loc + ("std",), "missing required field (give std or cov)")
+        raise FieldError(loc + ("std",), "missing required field (give std or cov)")
     if std is not None and cov is not None:
-        raise _FieldError(loc + ("cov",), "give exactly one of std and cov, not both")
-    stds = None if std is None else _broadcast(std, dim, loc + ("std",))
+        raise FieldError(loc + ("cov",), "give exactly one of std and cov, not both")
+    stds = None if std is None else broadcast(std, dim, loc + ("std",))
     if stds is not None and min(stds) <= 0:
-        raise _FieldError(loc + ("std",), f"must be > 0 (got {_short_repr(std)})")
+        raise FieldError(loc + ("std",), f"must be > 0 (got {short_repr(std)})")
     if cov is not None and (len(cov) != dim or any(len(row) != dim for row in cov)):
-        raise _FieldError(loc + ("cov",), f"must be a {dim}x{dim} matrix (dim = {dim})")
+        raise FieldError(loc + ("cov",), f"must be a {dim}x{dim} matrix (dim = {dim})")
     try:
         return Gaussian(mean, std=stds, cov=cov)
     except DistributionError as err:
         raise _distribution_error(loc, err) from None
 
 
-class _DistributionSpec(_Spec):
+class _DistributionSpec(Spec):
     kind: str
 
     def build(self, loc: Loc, dim: int, base_dir: Path) -> Distribution:
@@ -354,7 +247,7 @@ class _GaussianSpec(_DistributionSpec):
         return _gaussian(self.mean, self.std, self.cov, loc, dim)
 
 
-class _ComponentSpec(_Spec):
+class _ComponentSpec(Spec):
     weight: float = Field(ge=0)
     mean: FloatList
     std: NumberOrList | None = None
@@ -374,7 +267,7 @@ class _MixtureSpec(_DistributionSpec):
         weights = tuple(c.weight for c in self.components)
         total = sum(weights)
         if abs(total - 1.0) > WEIGHT_SUM_TOL:
-            raise _FieldError(
+            raise FieldError(
                 loc + ("components",), f"weights must sum to 1 (got {total:.12g})"
             )
         try:
@@ -389,8 +282,8 @@ class _UniformSpec(_DistributionSpec):
     high: FloatList
 
     def build(self, loc: Loc, dim: int, base_dir: Path) -> Uniform:
-        _check_len(self.low, dim, loc + ("low",))
-        _check_len(self.high, dim, loc + ("high",))
+        check_len(self.low, dim, loc + ("low",))
+        check_len(self.high, dim, loc + ("high",))
         try:
             return Uniform(tuple(self.low), tuple(self.high))
         except DistributionError as err:
@@ -411,12 +304,74 @@ class _SamplesSpec(_DistributionSpec):
         except DistributionError as err:
             raise _distribution_error(loc, err) from None
         if samples.dim != dim:
-            raise _FieldError(
+            raise FieldError(
                 loc + ("dataset",),
                 f"points have dimension {samples.dim} (shape {samples.points.shape}), "
                 f"but dim = {dim}",
             )
         return samples
+
+
+class _CircleSpec(_DistributionSpec):
+    kind: Literal["circle"]
+    radius: float = Field(gt=0)
+    centre: FloatList | None = None
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Circle:
+        """Uniform on a circle in the (x1, x2) plane; ``centre`` defaults to the origin."""
+        centre = self.centre if self.centre is not None else [0.0] * dim
+        check_len(centre, dim, loc + ("centre",))
+        try:
+            return Circle(tuple(centre), self.radius)
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
+
+
+class _SegmentSpec(_DistributionSpec):
+    kind: Literal["segment"]
+    a: FloatList
+    b: FloatList
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Segment:
+        check_len(self.a, dim, loc + ("a",))
+        check_len(self.b, dim, loc + ("b",))
+        try:
+            return Segment(tuple(self.a), tuple(self.b))
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
+
+
+class _PointsSpec(_DistributionSpec):
+    kind: Literal["points"]
+    atoms: list[FloatList] = Field(min_length=1)
+    weights: FloatList | None = None
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> Points:
+        for i, atom in enumerate(self.atoms):
+            check_len(atom, dim, loc + ("atoms", i))
+        n = len(self.atoms)
+        weights = self.weights if self.weights is not None else [1.0 / n] * n
+        try:
+            return Points(tuple(tuple(a) for a in self.atoms), tuple(weights))
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
+
+
+class _DatasetSpec(_DistributionSpec):
+    kind: Literal["dataset"]
+    name: str
+    embedding: str = "isometry"
+    embedding_seed: int = Field(default=0, ge=0)
+    noise: float = Field(default=0.0, ge=0)
+
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> ToyData:
+        """A 2-D toy data set (mfg.datasets), embedded in R^dim when dim > 2."""
+        if dim < 2:
+            raise FieldError(loc + ("kind",), f"toy data sets are 2-D or embedded (dim = {dim})")
+        try:
+            return ToyData(self.name, dim, self.embedding, self.embedding_seed, self.noise)
+        except DistributionError as err:
+            raise _distribution_error(loc, err) from None
 
 
 #: Distribution kinds: YAML ``kind`` -> spec model (with a ``build`` method).
@@ -425,6 +380,10 @@ DISTRIBUTION_KINDS: dict[str, type[_DistributionSpec]] = {
     "mixture": _MixtureSpec,
     "uniform": _UniformSpec,
     "samples": _SamplesSpec,
+    "circle": _CircleSpec,
+    "segment": _SegmentSpec,
+    "points": _PointsSpec,
+    "dataset": _DatasetSpec,
 }
 
 
@@ -432,7 +391,7 @@ DISTRIBUTION_KINDS: dict[str, type[_DistributionSpec]] = {
 # schema: terminal cost, domain, solver
 
 
-class _TerminalSpec(_Spec):
+class _TerminalSpec(Spec):
     kind: str
 
     def build(self, loc: Loc) -> TerminalCost:
@@ -445,88 +404,112 @@ class _FixedTerminalSpec(_TerminalSpec):
     kind: Literal["fixed"]
 
 
+def _check_f(f: str, alpha: float | None, loc: Loc) -> None:
+    if f not in F_DIVERGENCES:
+        raise FieldError(
+            loc + ("f",), f"unknown f-divergence {f!r} (supported: {', '.join(F_DIVERGENCES)})"
+        )
+    if f == "alpha" and (alpha is None or not alpha > 1):
+        raise FieldError(loc + ("alpha",), f"f = alpha needs alpha > 1 (got {alpha})")
+    if f != "alpha" and alpha is not None:
+        raise FieldError(loc + ("alpha",), f"only used with f = alpha (f = {f})")
+
+
 class _FTerminalSpec(_TerminalSpec):
     """G = D_f(ρ_T ‖ π) with f from F_DIVERGENCES."""
 
     kind: Literal["f"]
     f: str
+    alpha: float | None = None
 
     def build(self, loc: Loc) -> TerminalCost:
-        if self.f not in F_DIVERGENCES:
-            raise _FieldError(
-                loc + ("f",),
-                f"unknown f-divergence {self.f!r} (supported: {', '.join(F_DIVERGENCES)})",
-            )
-        return TerminalCost(kind=self.kind, f=self.f)
+        _check_f(self.f, self.alpha, loc)
+        return TerminalCost(kind=self.kind, f=self.f, alpha=self.alpha)
+
+
+class _W1TerminalSpec(_TerminalSpec):
+    """G = L·W1(ρ_T, π)."""
+
+    kind: Literal["w1"]
+    L: float = Field(gt=0)
+
+    def build(self, loc: Loc) -> TerminalCost:
+        return TerminalCost(kind=self.kind, L=self.L)
+
+
+class _LipschitzFTerminalSpec(_TerminalSpec):
+    """G = D_f^{Γ_L}(ρ_T ‖ π), the W1 proximal of D_f."""
+
+    kind: Literal["lipschitz_f"]
+    f: str = "kl"
+    alpha: float | None = None
+    L: float = Field(gt=0)
+
+    def build(self, loc: Loc) -> TerminalCost:
+        _check_f(self.f, self.alpha, loc)
+        return TerminalCost(kind=self.kind, f=self.f, alpha=self.alpha, L=self.L)
+
+
+class _MMDTerminalSpec(_TerminalSpec):
+    """G = MMD_k²(ρ_T, π)."""
+
+    kind: Literal["mmd"]
+    kernel: Literal["gaussian", "laplace", "energy"] = "gaussian"
+    bandwidth: float = Field(default=1.0, gt=0)
+
+    def build(self, loc: Loc) -> TerminalCost:
+        return TerminalCost(kind=self.kind, kernel=self.kernel, bandwidth=self.bandwidth)
+
+
+class _SinkhornTerminalSpec(_TerminalSpec):
+    """G = S_ε(ρ_T, π), debiased Sinkhorn divergence (geomloss) with blur = ε^{1/p}."""
+
+    kind: Literal["sinkhorn"]
+    blur: float = Field(default=0.05, gt=0)
+    p: Literal[1, 2] = 2
+
+    def build(self, loc: Loc) -> TerminalCost:
+        return TerminalCost(kind=self.kind, blur=self.blur, p=self.p)
 
 
 #: Terminal-cost kinds: YAML ``kind`` -> spec model (with a ``build`` method).
 TERMINAL_KINDS: dict[str, type[_TerminalSpec]] = {
     "fixed": _FixedTerminalSpec,
     "f": _FTerminalSpec,
+    "w1": _W1TerminalSpec,
+    "lipschitz_f": _LipschitzFTerminalSpec,
+    "mmd": _MMDTerminalSpec,
+    "sinkhorn": _SinkhornTerminalSpec,
 }
 
 
-class _DomainSpec(_Spec):
+class _DomainSpec(Spec):
     bounds: list[FloatList] = Field(min_length=1)
 
     def build(self, loc: Loc, dim: int) -> Domain:
         """One ``[lo, hi]`` pair per dimension with lo < hi."""
         if len(self.bounds) != dim:
-            raise _FieldError(
+            raise FieldError(
                 loc + ("bounds",),
                 f"must have {dim} [lo, hi] pairs (dim = {dim}), got {len(self.bounds)}",
             )
         for i, pair in enumerate(self.bounds):
             if len(pair) != 2:
-                raise _FieldError(loc + ("bounds", i), f"must be a pair [lo, hi], got {pair}")
+                raise FieldError(loc + ("bounds", i), f"must be a pair [lo, hi], got {pair}")
             if not pair[0] < pair[1]:
-                raise _FieldError(loc + ("bounds", i), f"lo must be < hi (got {pair})")
+                raise FieldError(loc + ("bounds", i), f"lo must be < hi (got {pair})")
         return Domain(bounds=tuple((lo, hi) for lo, hi in self.bounds))
 
 
-class _SolverSpec(_Spec):
-    kind: str
-
-    def build(self, loc: Loc, dim: int) -> GridSolverConfig:
-        raise NotImplementedError
-
-
-class _GridSolverSpec(_SolverSpec):
-    kind: Literal["grid"]
-    n: IntOrList = GridSolverConfig.n[0]
-    nt: int = Field(default=GridSolverConfig.nt, ge=2)
-    max_iter: int = Field(default=GridSolverConfig.max_iter, ge=1)
-    tol: float = Field(default=GridSolverConfig.tol, gt=0)
-    gamma: float | None = Field(default=GridSolverConfig.gamma, gt=0)
-    progress: bool = GridSolverConfig.progress
-
-    #: Fewest cells per axis.
-    MIN_CELLS: ClassVar[int] = 2
-
-    def build(self, loc: Loc, dim: int) -> GridSolverConfig:
-        """``n`` broadcast to one cell count per dimension, each >= MIN_CELLS."""
-        n = _broadcast(self.n, dim, loc + ("n",))
-        if min(n) < self.MIN_CELLS:
-            raise _FieldError(loc + ("n",), f"must be >= {self.MIN_CELLS} (got {self.n})")
-        return GridSolverConfig(
-            kind=self.kind,
-            n=tuple(n),
-            nt=self.nt,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            gamma=self.gamma,
-            progress=self.progress,
-        )
-
-
 #: Solver kinds: YAML ``kind`` -> spec model (with a ``build`` method).
-SOLVER_KINDS: dict[str, type[_SolverSpec]] = {"grid": _GridSolverSpec}
+SOLVER_KINDS: dict[str, type[SolverSpec]] = {
+    "grid": GridSolverSpec,
+}
 #: ``kind`` assumed where a ``solver`` mapping has none.
 DEFAULT_SOLVER_KIND = "grid"
 
 
-class _ScenarioSpec(_Spec):
+class _ScenarioSpec(Spec):
     name: str = Field(min_length=1)
     dim: int = Field(ge=1, le=MAX_DIM)
     T: float = Field(default=1.0, gt=0)
@@ -534,14 +517,14 @@ class _ScenarioSpec(_Spec):
     source: dict[str, Any]
     target: dict[str, Any]
     terminal: dict[str, Any]
-    domain: _DomainSpec
+    domain: _DomainSpec | None = None
     solver: dict[str, Any] = Field(default_factory=lambda: {"kind": DEFAULT_SOLVER_KIND})
     seed: int = Field(default=0, ge=0)
     output: str | None = None
 
 
 #: Fields of the top-level mapping whose sub-schema is chosen by their ``kind``.
-_DISPATCHED: dict[str, Mapping[str, type[_Spec]]] = {
+_DISPATCHED: dict[str, Mapping[str, type[Spec]]] = {
     "source": DISTRIBUTION_KINDS,
     "target": DISTRIBUTION_KINDS,
     "terminal": TERMINAL_KINDS,
@@ -552,21 +535,21 @@ _DISPATCHED: dict[str, Mapping[str, type[_Spec]]] = {
 def _validate_kind(
     raw: Mapping[str, Any],
     loc: Loc,
-    registry: Mapping[str, type[_Spec]],
+    registry: Mapping[str, type[Spec]],
     default: str | None = None,
 ) -> Any:
     """Validate ``raw`` with the spec model that ``registry`` holds for ``raw["kind"]``."""
     kind = raw.get("kind", default)
     if kind is None:
-        raise _FieldError(
+        raise FieldError(
             loc + ("kind",), f"missing required field (one of: {', '.join(registry)})"
         )
     if not isinstance(kind, str) or kind not in registry:
-        raise _FieldError(
+        raise FieldError(
             loc + ("kind",),
-            f"unknown kind {_short_repr(kind)} (one of: {', '.join(registry)})",
+            f"unknown kind {short_repr(kind)} (one of: {', '.join(registry)})",
         )
-    return _validate(registry[kind], {**raw, "kind": kind}, loc, kind=kind)
+    return validate(registry[kind], {**raw, "kind": kind}, loc, kind=kind)
 
 
 # =============================================================================================
@@ -577,7 +560,7 @@ def _check_covers(dist: Distribution, domain: Domain, role: str) -> None:
     """The domain must hold at least MIN_DOMAIN_MASS of ``dist`` (``mass_in_box``)."""
     mass = dist.mass_in_box(domain.bounds)
     if mass < MIN_DOMAIN_MASS:
-        raise _FieldError(
+        raise FieldError(
             ("domain", "bounds"),
             f"does not cover the {role}: it holds {mass:.4f} of its mass, "
             f"must hold >= {MIN_DOMAIN_MASS}",
@@ -586,24 +569,30 @@ def _check_covers(dist: Distribution, domain: Domain, role: str) -> None:
 
 def _build_distribution(raw: Any, loc: Loc, dim: int, base_dir: Path) -> Distribution:
     if not isinstance(raw, dict):
-        raise _FieldError(loc, f"must be a mapping (got {_short_repr(raw)})")
+        raise FieldError(loc, f"must be a mapping (got {short_repr(raw)})")
     return _validate_kind(raw, loc, DISTRIBUTION_KINDS).build(loc, dim, base_dir)
 
 
 def _build_scenario(raw: dict[str, Any], base_dir: Path) -> Scenario:
     """Validate the raw mapping and build the Scenario (``text`` left empty)."""
-    spec: _ScenarioSpec = _validate(_ScenarioSpec, raw, ())
+    spec: _ScenarioSpec = validate(_ScenarioSpec, raw, ())
     dim = spec.dim
     source = _build_distribution(spec.source, ("source",), dim, base_dir)
     target = _build_distribution(spec.target, ("target",), dim, base_dir)
     terminal = _validate_kind(spec.terminal, ("terminal",), TERMINAL_KINDS).build(("terminal",))
-    domain = spec.domain.build(("domain",), dim)
-    solver = _validate_kind(spec.solver, ("solver",), SOLVER_KINDS, DEFAULT_SOLVER_KIND).build(
-        ("solver",), dim
-    )
-    _check_covers(source, domain, "source")
-    if target.has_density:
-        _check_covers(target, domain, "target")
+    solver_spec = _validate_kind(spec.solver, ("solver",), SOLVER_KINDS, DEFAULT_SOLVER_KIND)
+    solver = solver_spec.build(("solver",), dim)
+    solver_spec.check_problem(source, target, terminal)
+    if spec.domain is None:
+        if solver_spec.NEEDS_DOMAIN:
+            raise FieldError(("domain",), f"missing required field (the {solver.kind} solver "
+                             "needs a box)")
+        domain = None
+    else:
+        domain = spec.domain.build(("domain",), dim)
+        _check_covers(source, domain, "source")
+        if not isinstance(target, Samples):
+            _check_covers(target, domain, "target")
     return Scenario(
         name=spec.name,
         dim=dim,
@@ -630,7 +619,7 @@ def distribution_from_dict(
     loc: Loc = tuple(field.split(".")) if field else ()
     try:
         return _build_distribution(dict(spec), loc, dim, Path(base_dir))
-    except _FieldError as err:
+    except FieldError as err:
         raise ScenarioError(_one_line(f"{err.dotted()}: {err.message}")) from None
 
 
@@ -699,11 +688,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, value_text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise _FieldError((), f"override {item!r}: expected key.path=value")
+        raise FieldError((), f"override {item!r}: expected key.path=value")
     try:
         value = _parse_value(value_text)
     except yaml.YAMLError:
-        raise _FieldError((key,), f"override value {value_text!r} is not valid YAML") from None
+        raise FieldError((key,), f"override value {value_text!r} is not valid YAML") from None
     parts = key.split(".")
     node: Any = _ScenarioSpec
     container: Any = raw
@@ -711,12 +700,12 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         try:
             found = _child(node, part, container)
         except _IndexOutOfRange as exc:
-            raise _FieldError(
+            raise FieldError(
                 tuple(parts[: depth + 1]),
                 f"no such entry (the list has {exc.size}; in override {item!r})",
             ) from None
         if found is None:
-            raise _FieldError(tuple(parts[: depth + 1]), f"unknown field (in override {item!r})")
+            raise FieldError(tuple(parts[: depth + 1]), f"unknown field (in override {item!r})")
         child, index = found
         if depth == len(parts) - 1:
             container[index] = value
@@ -724,13 +713,13 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         here = tuple(parts[: depth + 1])
         if isinstance(container, dict) and container.get(index) is None and child is not _LEAF:
             if isinstance(child, tuple):
-                raise _FieldError(here, f"no list to index (in override {item!r})")
+                raise FieldError(here, f"no list to index (in override {item!r})")
             container[index] = {}
         nxt = container[index]
         if child is _LEAF or (isinstance(child, tuple) and not isinstance(nxt, list)):
-            raise _FieldError(here, f"has no sub-fields (in override {item!r})")
+            raise FieldError(here, f"has no sub-fields (in override {item!r})")
         if not isinstance(child, tuple) and not isinstance(nxt, dict):
-            raise _FieldError(here, f"must be a mapping (in override {item!r})")
+            raise FieldError(here, f"must be a mapping (in override {item!r})")
         node, container = child, nxt
 
 
@@ -756,14 +745,14 @@ def parse_scenario(
     if not isinstance(raw, dict):
         raise ScenarioError(
             f"{origin}: must be a mapping of fields, got {type(raw).__name__} "
-            f"({_short_repr(raw)})"
+            f"({short_repr(raw)})"
         )
     base = Path.cwd() if base_dir is None else Path(base_dir)
     try:
         for item in overrides:
             _apply_override(raw, item)
         scenario = _build_scenario(raw, base)
-    except _FieldError as err:
+    except FieldError as err:
         raise _scenario_error(origin, err) from None
     for role in ("source", "target"):
         dist = getattr(scenario, role)

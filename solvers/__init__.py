@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from mfg.scenario import Scenario
 
 #: solver kind (the scenario's ``solver.kind``) -> module exposing ``solve``
-FAMILIES: dict[str, str] = {"grid": "solvers.grid"}
+FAMILIES: dict[str, str] = {
+    "grid": "solvers.grid",
+    "neural": "solvers.neural",
+    "particle": "solvers.particle",
+    "generator": "solvers.particle",
+    "jko": "solvers.particle",
+}
 
 
 def solve(scenario: Scenario) -> Result:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from mfg.distributions import Gaussian, Mixture, Samples, Uniform
 from mfg.scenario import (
     Domain,
-    GridSolverConfig,
     Scenario,
     ScenarioError,
     TerminalCost,
@@ -23,6 +22,7 @@ from mfg.scenario import (
     load_scenario,
     parse_scenario,
 )
+from mfg.settings.grid import GridSolverConfig
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
@@ -217,14 +217,19 @@ def test_samples_path_is_relative_to_scenario_folder(
     (tmp_path / "data").mkdir()
     pts = np.random.default_rng(0).normal(size=(20, 2))
     _write(tmp_path / "data" / "pts.h5", "x", pts)
-    (tmp_path / "s.yaml").write_text(BASE)
     monkeypatch.chdir(SCENARIOS)  # somewhere else
-    s = load_scenario(tmp_path / "s.yaml", overrides=[SAMPLES_TARGET])
-    assert isinstance(s.target, Samples)
-    np.testing.assert_array_equal(s.target.points, pts)
-    assert Path(s.target.path) == (tmp_path / "data" / "pts.h5").resolve()
-    again = parse_scenario(s.text)  # the path in the text is absolute
-    assert _fields(again) == _fields(s)
+    spec = {"kind": "samples", "path": "data/pts.h5", "dataset": "x"}
+    target = distribution_from_dict(spec, 2, "target", tmp_path)
+    assert isinstance(target, Samples)
+    np.testing.assert_array_equal(target.points, pts)
+    assert Path(target.path) == (tmp_path / "data" / "pts.h5").resolve()
+
+
+def test_grid_solver_refuses_a_target_without_density(tmp_path: Path) -> None:
+    _write(tmp_path / "pts.h5", "x", np.zeros((5, 2)))
+    (tmp_path / "s.yaml").write_text(BASE)
+    with pytest.raises(ScenarioError, match="target.kind: the grid solver needs a target with a"):
+        load_scenario(tmp_path / "s.yaml", overrides=[SAMPLES_TARGET.replace("data/pts", "pts")])
 
 
 @pytest.mark.parametrize(
@@ -265,7 +270,7 @@ def test_distribution_from_dict(tmp_path: Path) -> None:
     [
         (["T=0"], "T: must be > 0"),
         (["lambda=-1"], "lambda: must be > 0"),
-        (["dim=4"], "dim: must be <= 3"),
+        (["dim=0"], "dim: must be >= 1"),
         (["name=3"], "name: must be a string"),
         (["source.std=null", "source.cov=[[1, 2], [2, 1]]"], "source.cov: must be symmetric"),
         (["source.std=null", "source.cov=[[1, 0]]"], "source.cov: must be a 2x2"),
@@ -335,3 +340,18 @@ def test_missing_scenario_file(tmp_path: Path) -> None:
     path = tmp_path / "absent.yaml"
     with pytest.raises(ScenarioError, match=r"absent\.yaml: scenario file not found$"):
         load_scenario(path)
+
+
+def test_grid_solver_refuses_more_than_three_dimensions():
+    text = """
+name: g4
+dim: 4
+lambda: 1
+source: {kind: gaussian, mean: [0, 0, 0, 0], std: 0.5}
+target: {kind: gaussian, mean: [1, 0, 0, 0], std: 0.5}
+terminal: {kind: fixed}
+domain: {bounds: [[-4, 4], [-4, 4], [-4, 4], [-4, 4]]}
+solver: {kind: grid, n: 8}
+"""
+    with pytest.raises(ScenarioError, match=r"solver.kind: the grid solver runs in 1-D to 3-D"):
+        parse_scenario(text, origin="g4.yaml")

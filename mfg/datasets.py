@@ -1,0 +1,137 @@
+"""Toy data sets that need no download, in 2-D and embedded in R^D (DESIGN.md §2, neural/particle).
+
+Each generator maps (n, rng) to an (n, 2) float64 array. Parameters follow the conventions of the
+generative-flow literature's 2-D benchmarks (scale of a few units around the origin):
+
+* ``8gaussians``: eight N(c_k, 0.2²I), c_k = 2(cos kπ/4, sin kπ/4), equal weights.
+* ``pinwheel``: five arms; (r, s) ~ N((1, 0), diag(0.3², 0.1²)) in arm k is rotated by the
+  angle 2πk/5 + 0.25·e^r, then scaled by 2.
+* ``moons``: two interleaving half circles with N(0, 0.05²) noise, centred and scaled by 2.
+* ``checkerboard``: uniform on the black squares of a 4×4 board of unit squares on [−2, 2]².
+* ``swissroll``: t ~ U(1.5π, 4.5π), x = (t cos t, t sin t)/5 + N(0, 0.1²).
+* ``circle``: uniform on the unit circle scaled by 2 (a 1-D manifold), plus optional noise.
+
+:func:`embed` puts 2-D data into R^D by zero padding or by a fixed random isometry x ↦ Qx with
+Q ∈ R^{D×2}, QᵀQ = I (from the QR factorization of a Gaussian matrix drawn with ``seed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from mfg.distributions import DistributionError, SampledMeasure
+
+Array = np.ndarray
+
+
+def eight_gaussians(n: int, rng: np.random.Generator) -> Array:
+    k = rng.integers(0, 8, n)
+    centres = 2.0 * np.stack([np.cos(k * np.pi / 4), np.sin(k * np.pi / 4)], axis=1)
+    return centres + 0.2 * rng.standard_normal((n, 2))
+
+
+def pinwheel(n: int, rng: np.random.Generator) -> Array:
+    arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
+    k = rng.integers(0, arms, n)
+    feats = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+    feats[:, 0] += 1.0
+    angle = 2 * np.pi * k / arms + rate * np.exp(feats[:, 0])
+    c, s = np.cos(angle), np.sin(angle)
+    x = np.stack([c * feats[:, 0] - s * feats[:, 1], s * feats[:, 0] + c * feats[:, 1]], axis=1)
+    return 2.0 * x
+
+
+def moons(n: int, rng: np.random.Generator) -> Array:
+    upper = rng.random(n) < 0.5
+    t = rng.uniform(0.0, np.pi, n)
+    x = np.where(upper, np.cos(t), 1.0 - np.cos(t))
+    y = np.where(upper, np.sin(t), 0.5 - np.sin(t))
+    pts = np.stack([x - 0.5, y - 0.25], axis=1) + 0.05 * rng.standard_normal((n, 2))
+    return 2.0 * pts
+
+
+def checkerboard(n: int, rng: np.random.Generator) -> Array:
+    x1 = rng.uniform(-2.0, 2.0, n)
+    x2 = rng.uniform(0.0, 1.0, n) - 2.0 * rng.integers(0, 2, n)
+    x2 = x2 + (np.floor(x1) % 2)
+    return np.stack([x1, x2], axis=1)
+
+
+def swissroll(n: int, rng: np.random.Generator) -> Array:
+    t = 1.5 * np.pi * (1.0 + 2.0 * rng.random(n))
+    roll = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) / 5.0
+    return roll + 0.1 * rng.standard_normal((n, 2))
+
+
+def unit_circle(n: int, rng: np.random.Generator) -> Array:
+    t = rng.uniform(0.0, 2 * np.pi, n)
+    return 2.0 * np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+#: 2-D generators by name (``target: {kind: dataset, name: ...}``).
+TOY_2D: dict[str, Callable[[int, np.random.Generator], Array]] = {
+    "8gaussians": eight_gaussians,
+    "pinwheel": pinwheel,
+    "moons": moons,
+    "checkerboard": checkerboard,
+    "swissroll": swissroll,
+    "circle": unit_circle,
+}
+
+EMBEDDINGS = ("pad", "isometry")
+
+
+def isometry(embed_dim: int, seed: int) -> Array:
+    """Q ∈ R^{D×2} with orthonormal columns, fixed by ``seed``."""
+    g = np.random.default_rng(seed).standard_normal((embed_dim, 2))
+    q, r = np.linalg.qr(g)
+    return q * np.sign(np.diag(r))  # unique: positive diagonal of R
+
+
+def embed(x: Array, embed_dim: int, how: str, seed: int = 0) -> Array:
+    """2-D points (n, 2) into R^D: zero padding, or x ↦ Qx for the isometry Q of ``seed``."""
+    if embed_dim == 2:
+        return x
+    if how == "pad":
+        return np.concatenate([x, np.zeros((x.shape[0], embed_dim - 2))], axis=1)
+    if how == "isometry":
+        return x @ isometry(embed_dim, seed).T
+    raise ValueError(f"embedding: unknown {how!r} (one of: {', '.join(EMBEDDINGS)})")
+
+
+@dataclass(frozen=True)
+class ToyData(SampledMeasure):
+    """A 2-D toy data set, optionally with Gaussian noise, embedded in R^embed_dim."""
+
+    has_density: ClassVar[bool] = False
+
+    name: str
+    embed_dim: int = 2
+    embedding: str = "isometry"
+    embedding_seed: int = 0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in TOY_2D:
+            raise DistributionError("name", f"unknown data set {self.name!r} "
+                                    f"(one of: {', '.join(TOY_2D)})")
+        if self.embed_dim < 2:
+            raise DistributionError("embed_dim", f"must be >= 2 (got {self.embed_dim})")
+        if self.embedding not in EMBEDDINGS:
+            raise DistributionError("embedding", f"must be one of {', '.join(EMBEDDINGS)}")
+        if not self.noise >= 0:
+            raise DistributionError("noise", f"must be >= 0 (got {self.noise})")
+
+    @property
+    def dim(self) -> int:
+        return self.embed_dim
+
+    def sample(self, n: int, rng: np.random.Generator) -> Array:
+        x = embed(TOY_2D[self.name](n, rng), self.embed_dim, self.embedding, self.embedding_seed)
+        if self.noise > 0:
+            x = x + self.noise * rng.standard_normal(x.shape)
+        return x
