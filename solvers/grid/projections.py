@@ -74,20 +74,18 @@ class ContinuityProjection:
         return p
 
 
-def _banded(diag: Array, off: float) -> Array:
-    """Upper banded storage of the symmetric tridiagonal matrix (diag, off)."""
-    ab = np.zeros((2, len(diag)))
-    ab[0, 1:] = off
-    ab[1] = diag
-    return ab
+def _face_eigenvalues(n: int) -> Array:
+    """Eigenvalues 3/2 + ½cos(πk/n), k = 1..n−1, of Id + IᵀI = tridiag(¼, 3/2, ¼) on the n − 1
+    interior faces of a line of n cells (a symmetric Toeplitz matrix: diagonalized by DST-I)."""
+    return 1.5 + 0.5 * np.cos(np.pi * np.arange(1, n) / n)
 
 
-def _solve_along(chol: Array, b: Array, axis: int) -> Array:
-    """Solve the banded SPD system (Cholesky factor ``chol``) along ``axis`` of ``b``."""
-    bm = np.moveaxis(b, axis, 0)
-    shape = bm.shape
-    x = scipy.linalg.cho_solve_banded((chol, False), bm.reshape(shape[0], -1), check_finite=False)
-    return np.moveaxis(x.reshape(shape), 0, axis)
+def _solve_faces(rhs: Array, eig: Array, axis: int) -> Array:
+    """(Id + IᵀI) x = rhs along ``axis`` by the orthonormal DST-I (its own inverse)."""
+    shape = [1] * rhs.ndim
+    shape[axis] = len(eig)
+    x = scipy.fft.dst(rhs, type=1, axis=axis, norm="ortho") / eig.reshape(shape)
+    return scipy.fft.dst(x, type=1, axis=axis, norm="ortho")
 
 
 @dataclass
@@ -104,23 +102,23 @@ class InterpolationProx:
     n: tuple[int, ...]
     #: (c, t) -> argmin_s ½(s − c)² + t·g(s), the pointwise prox of the terminal cost g
     terminal: Callable[[Array, float], Array]
-    _chol_t: Array = field(init=False, repr=False)
+    _inv_t: Array = field(init=False, repr=False)
     _h: Array = field(init=False, repr=False)
     _a: float = field(init=False, repr=False)
-    _chol_x: list[Array | None] = field(init=False, repr=False)
+    _eig_x: list[Array] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        diag = np.full(self.nt, 1.5)
-        diag[0] = 1.25
-        self._chol_t = scipy.linalg.cholesky_banded(_banded(diag, 0.25))
+        # (Id + IᵀI) on ρ_0..ρ_{nt−1}: tridiag(¼, 3/2, ¼) with 5/4 in the corner (ρ_0 is an end);
+        # nt is small, so a dense inverse applied by one matrix product is cheapest.
+        m = np.diag(np.full(self.nt, 1.5)) + np.diag(np.full(self.nt - 1, 0.25), 1)
+        m += np.diag(np.full(self.nt - 1, 0.25), -1)
+        m[0, 0] = 1.25
+        self._inv_t = np.linalg.inv(m)
         coupling = np.zeros(self.nt)
         coupling[-1] = 0.25  # (Id + IᵀI) entry between ρ_{nt−1} and ρ_nt
-        self._h = scipy.linalg.cho_solve_banded((self._chol_t, False), coupling)
+        self._h = self._inv_t @ coupling
         self._a = 1.25 - 0.25 * float(self._h[-1])
-        self._chol_x = [
-            scipy.linalg.cholesky_banded(_banded(np.full(nj - 1, 1.5), 0.25)) if nj > 1 else None
-            for nj in self.n
-        ]
+        self._eig_x = [_face_eigenvalues(nj) for nj in self.n]
 
     def apply(
         self, rho: Array, ms: list[Array], rho_bar: Array, m_bars: list[Array], out: list[Array]
@@ -129,7 +127,7 @@ class InterpolationProx:
         d = len(self.n)
         zero = np.zeros((1, *self.n))
         r = rho + 0.5 * (np.concatenate([zero, rho_bar]) + np.concatenate([rho_bar, zero]))
-        z = _solve_along(self._chol_t, r[:-1], 0)
+        z = (self._inv_t @ r[:-1].reshape(self.nt, -1)).reshape(r[:-1].shape)
         c = (r[-1] - 0.25 * z[-1]) / self._a
         s = self.terminal(c, 1.0 / self._a)
         rho_out = out[0]
@@ -137,11 +135,10 @@ class InterpolationProx:
         rho_out[-1] = s
         out[1 + d][...] = interpolate_rho(rho_out)
         for j in range(d):
-            chol = self._chol_x[j]
-            if chol is None:  # a single cell along this axis: no interior face, no flux
+            if self.n[j] == 1:  # a single cell along this axis: no interior face, no flux
                 out[1 + j][...] = 0.0
                 out[2 + d + j][...] = 0.0
                 continue
             rhs = ms[j] + average_adjacent(m_bars[j], 1 + j)
-            out[1 + j][...] = _solve_along(chol, rhs, 1 + j)
+            out[1 + j][...] = _solve_faces(rhs, self._eig_x[j], 1 + j)
             out[2 + d + j][...] = interpolate_m(out[1 + j], j)

@@ -26,12 +26,13 @@ def prox_kinetic(rho: Array, ms: list[Array], beta: float) -> tuple[Array, list[
         P(r) = (r − ρ)(r + β)² − β|m|²/2 = 0,
 
     or (r, q) = (0, 0) when that root is ≤ 0. P is increasing and convex to the right of
-    max(ρ, 0), so Newton started at r₀ = max(ρ, 0) + (β|m|²/2)^{1/3} (where P(r₀) ≥ 0) descends
-    monotonically onto the root.
+    ρ⁺ = max(ρ, 0), and with c = β|m|²/2 both ρ⁺ + c^{1/3} and ρ⁺ + c/(ρ⁺ + β)² bound the root
+    from above, so Newton started at the smaller of the two descends monotonically onto it.
     """
     m2 = sum(m * m for m in ms)
     c = 0.5 * beta * m2
-    r = np.maximum(rho, 0.0) + np.cbrt(c)
+    r_pos = np.maximum(rho, 0.0)
+    r = r_pos + np.minimum(np.cbrt(c), c / (r_pos + beta) ** 2)
     for _ in range(_NEWTON_MAX_ITER):
         rb = r + beta
         p = (r - rho) * rb * rb - c
