@@ -511,6 +511,12 @@ class SampledMeasure(Distribution):
     def log_density(self, x: np.ndarray) -> np.ndarray:
         raise TypeError(f"{type(self).__name__} has no density")
 
+    def quadrature(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Atoms (m, d) and weights (m,) approximating the measure with about ``n`` atoms
+        (deterministic where the set is simple; else ``n`` samples of the fixed seed)."""
+        x = self.sample(n, np.random.default_rng(MC_MEASURE_SEED))
+        return x, np.full(n, 1.0 / n)
+
     def _reference_sample(self) -> np.ndarray:
         return self.sample(MC_MEASURE_SAMPLES, np.random.default_rng(MC_MEASURE_SEED))
 
@@ -550,6 +556,14 @@ class Circle(SampledMeasure):
         x[:, 1] += self.radius * np.sin(theta)
         return x
 
+    def quadrature(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n equally spaced points (midpoint rule in the angle), equal weights."""
+        theta = 2.0 * np.pi * (np.arange(n) + 0.5) / n
+        x = np.tile(np.asarray(self.centre, dtype=np.float64), (n, 1))
+        x[:, 0] += self.radius * np.cos(theta)
+        x[:, 1] += self.radius * np.sin(theta)
+        return x, np.full(n, 1.0 / n)
+
     def mean(self) -> np.ndarray:
         return np.asarray(self.centre, dtype=np.float64)
 
@@ -582,6 +596,12 @@ class Segment(SampledMeasure):
         s = rng.uniform(0.0, 1.0, (n, 1))
         a, b = np.asarray(self.a, dtype=np.float64), np.asarray(self.b, dtype=np.float64)
         return a + s * (b - a)
+
+    def quadrature(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n equally spaced points (midpoint rule), equal weights."""
+        s = ((np.arange(n) + 0.5) / n)[:, None]
+        a, b = np.asarray(self.a, dtype=np.float64), np.asarray(self.b, dtype=np.float64)
+        return a + s * (b - a), np.full(n, 1.0 / n)
 
     def mean(self) -> np.ndarray:
         return 0.5 * (np.asarray(self.a) + np.asarray(self.b))
@@ -621,6 +641,10 @@ class Points(SampledMeasure):
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         _check_sample_count(n)
         return self.points[rng.choice(len(self.atoms), size=n, p=np.asarray(self.weights))]
+
+    def quadrature(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The atoms themselves."""
+        return self.points, np.asarray(self.weights, dtype=np.float64)
 
     def mean(self) -> np.ndarray:
         return np.asarray(self.weights) @ self.points

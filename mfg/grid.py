@@ -60,3 +60,16 @@ class Grid:
         logp = logp.reshape(self.n)
         p = np.exp(logp - logp.max())
         return p / (p.sum() * self.cell_volume)
+
+    def deposit(self, points: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Density of the weighted atoms Σ_j w_j δ_{x_j} on the grid: each atom's mass goes to the
+        cell containing it (points outside the box are dropped), divided by the cell volume, and
+        the result renormalized to mass 1. ``points`` has shape (N, d)."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, self.dim)
+        w = np.full(len(points), 1.0 / len(points)) if weights is None else np.asarray(weights)
+        edges = [np.linspace(lo, hi, k + 1) for (lo, hi), k in zip(self.bounds, self.n, strict=True)]
+        mass, _ = np.histogramdd(points, bins=edges, weights=w)
+        total = mass.sum()
+        if total <= 0:
+            raise ValueError("grid: no mass of the measure falls inside the domain")
+        return mass / (total * self.cell_volume)

@@ -228,7 +228,7 @@ def test_samples_path_is_relative_to_scenario_folder(
 def test_grid_solver_refuses_a_target_without_density(tmp_path: Path) -> None:
     _write(tmp_path / "pts.h5", "x", np.zeros((5, 2)))
     (tmp_path / "s.yaml").write_text(BASE)
-    with pytest.raises(ScenarioError, match="target.kind: the grid solver needs a target with a"):
+    with pytest.raises(ScenarioError, match="target.kind: terminal kind .fixed. needs a target with"):
         load_scenario(tmp_path / "s.yaml", overrides=[SAMPLES_TARGET.replace("data/pts", "pts")])
 
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from mfg.divergences import F_DIVERGENCES
 from mfg.schema import FieldError, IntOrList, Loc, SolverSpec, broadcast
 
 
@@ -25,6 +26,9 @@ class GridSolverConfig:
     progress: bool = True
 
 
+F_NAMES = tuple(F_DIVERGENCES)
+
+
 class GridSolverSpec(SolverSpec):
     kind: Literal["grid"]
     n: IntOrList = GridSolverConfig.n[0]
@@ -40,11 +44,19 @@ class GridSolverSpec(SolverSpec):
     #: Largest dimension of a tensor grid.
     MAX_DIM: ClassVar[int] = 3
 
-    #: terminal kinds the grid solver implements (with the f-divergences it has a prox for)
-    TERMINALS: ClassVar[dict[str, tuple[str, ...] | None]] = {"fixed": None, "f": ("kl",)}
+    #: terminal kinds the grid solver implements, with the f-divergences it has a prox for
+    TERMINALS: ClassVar[dict[str, tuple[str, ...] | None]] = {
+        "fixed": None,
+        "f": F_NAMES,
+        "w1": None,
+        "lipschitz_f": F_NAMES,
+    }
+    #: terminal kinds that need a target with a density (elsewhere D_f(ρ_T‖π) is +∞)
+    NEED_TARGET_DENSITY: ClassVar[tuple[str, ...]] = ("fixed", "f")
 
     def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
-        """Grid densities need source and target densities; only TERMINALS are implemented."""
+        """The source needs a density; the target too for ``fixed`` and ``f`` (a target on a
+        low-dimensional set makes D_f infinite: ``lipschitz_f`` or ``w1`` are well posed)."""
         if terminal.kind not in self.TERMINALS:
             raise FieldError(("terminal", "kind"), f"the grid solver does not implement "
                              f"{terminal.kind!r} (it has: {', '.join(self.TERMINALS)})")
@@ -52,10 +64,16 @@ class GridSolverSpec(SolverSpec):
         if fs is not None and terminal.f not in fs:
             raise FieldError(("terminal", "f"), f"the grid solver has no proximal map for "
                              f"{terminal.f!r} (it has: {', '.join(fs)})")
-        for role, dist in (("source", source), ("target", target)):
-            if not dist.has_density:
-                raise FieldError((role, "kind"), f"the grid solver needs a {role} with a density "
-                                 f"(got {type(dist).__name__})")
+        if not source.has_density:
+            raise FieldError(("source", "kind"), "the grid solver needs a source with a density "
+                             f"(got {type(source).__name__})")
+        if terminal.kind in self.NEED_TARGET_DENSITY and not target.has_density:
+            raise FieldError(
+                ("target", "kind"),
+                f"terminal kind {terminal.kind!r} needs a target with a density "
+                f"(got {type(target).__name__}, which has none); use terminal "
+                "{kind: lipschitz_f, L: ...} or {kind: w1, L: ...}",
+            )
 
     def build(self, loc: Loc, dim: int) -> GridSolverConfig:
         """``n`` broadcast to one cell count per dimension, each >= MIN_CELLS; dim <= MAX_DIM."""

@@ -54,6 +54,11 @@ def prox_kl_terminal(c: Array, pi: Array, t: float) -> Array:
     h(u) = eᵘ − c + t(u − log π) = 0 is increasing and convex, and h ≥ 0 at
     u₀ = max(log π, log c), so Newton from u₀ descends monotonically onto the root.
     """
+    if np.any(pi <= 0):  # π = 0 forces s = 0
+        out = np.zeros_like(np.asarray(c, dtype=np.float64))
+        pos = pi > 0
+        out[pos] = prox_kl_terminal(np.asarray(c)[pos], pi[pos], t)
+        return out
     log_pi = np.log(pi)
     u = np.maximum(log_pi, np.log(np.maximum(c, 1e-300)))
     for _ in range(_NEWTON_MAX_ITER):
@@ -65,15 +70,50 @@ def prox_kl_terminal(c: Array, pi: Array, t: float) -> Array:
     return np.exp(u)
 
 
-#: pointwise prox of t·π f(s/π) for the f-divergences the grid solver supports
-TERMINAL_PROX: dict[str, Callable[[Array, Array, float], Array]] = {"kl": prox_kl_terminal}
+def prox_f_terminal(div: FDivergence, c: Array, pi: Array, t: float) -> Array:
+    """Proximal map of t·π f(s/π) for any generator f of mfg.divergences, cell by cell.
+
+    Solves h(s) = s − c + t f'(s/π) = 0 on s ≥ 0. h is increasing (f convex); h(max(c, π)) ≥ 0
+    since f' ≥ 0 on [1, ∞) for every generator here, and s = 0 when h(0⁺) ≥ 0. Safeguarded
+    Newton: a Newton step that leaves the bracket [lo, hi] is replaced by bisection. Cells with
+    π = 0 return 0 (the divergence is finite only for s ≪ π).
+    """
+    c = np.asarray(c, dtype=np.float64)
+    pos = pi > 0
+    out = np.zeros_like(c)
+    cp, pp = c[pos], pi[pos]
+    lo = np.zeros_like(cp)
+    hi = np.maximum(cp, pp)
+    s = np.clip(cp, 1e-12 * pp, hi)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        at_zero = -cp + t * div.df(np.full_like(cp, 1e-300))
+        zero = np.isfinite(at_zero) & (at_zero >= 0)
+        for _ in range(_NEWTON_MAX_ITER):
+            x = s / pp
+            h = s - cp + t * div.df(x)
+            lo = np.where(h < 0, s, lo)
+            hi = np.where(h > 0, s, hi)
+            newton = s - h / (1.0 + t * div.d2f(x) / pp)
+            ok = np.isfinite(newton) & (newton > lo) & (newton < hi)
+            s_new = np.where(ok, newton, 0.5 * (lo + hi))
+            done = np.abs(s_new - s) <= _NEWTON_RTOL * np.maximum(s_new, 1e-300)
+            s = s_new
+            if np.all(done | zero):
+                break
+    out[pos] = np.where(zero, 0.0, s)
+    return out
 
 
 def terminal_prox(div: FDivergence) -> Callable[[Array, Array, float], Array]:
-    """The pointwise prox of the f-divergence ``div`` on the grid."""
-    try:
-        return TERMINAL_PROX[div.name]
-    except KeyError:
-        raise ValueError(
-            f"terminal.f: the grid solver has no proximal map for {div.name!r}"
-        ) from None
+    """(c, π, t) -> the pointwise prox of t·π f(s/π) for the f-divergence ``div``."""
+    if div.name == "kl":
+        return prox_kl_terminal
+    return lambda c, pi, t: prox_f_terminal(div, c, pi, t)
+
+
+def shrink(ws: list[Array], threshold: float) -> list[Array]:
+    """Proximal map of threshold·|w| (isotropic, |w| the Euclidean norm over the components):
+    w ↦ w · max(0, 1 − threshold/|w|)."""
+    norm = np.sqrt(sum(w * w for w in ws))
+    scale = np.maximum(0.0, 1.0 - threshold / np.maximum(norm, 1e-300))
+    return [scale * w for w in ws]

@@ -21,44 +21,79 @@ import numpy as np
 Array = np.ndarray
 
 
+@dataclass
+class Fields:
+    """Zero-copy views into a packed vector (see :class:`Layout`).
+
+    Staggered: ``rho`` (nt+1, *n), ``m[j]`` (nt, interior faces of axis j), and for a W1 terminal
+    cost the Beckmann flux ``w[j]`` at t = T (interior faces of axis j) and, for ``lipschitz_f``,
+    the intermediate measure ``sigma`` (*n). Centred: ``rho_bar``, ``m_bar[j]`` (nt, *n) and
+    ``w_bar[j]`` (*n).
+    """
+
+    rho: Array
+    m: list[Array]
+    w: list[Array]
+    sigma: Array | None
+    rho_bar: Array
+    m_bar: list[Array]
+    w_bar: list[Array]
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Shapes and offsets of the packed vector ``[ρ, m^1..m^d, ρ̄, m̄^1..m̄^d]``."""
+    """Shapes and offsets of the packed vector [ρ, m, w, σ | ρ̄, m̄, w̄] (w, σ optional)."""
 
     nt: int
     n: tuple[int, ...]
+    beckmann: bool = False  # a W1 flux w at t = T (terminal kinds w1, lipschitz_f)
+    sigma: bool = False  # the intermediate measure σ (lipschitz_f)
 
     @property
     def dim(self) -> int:
         return len(self.n)
 
-    def shapes(self) -> list[tuple[int, ...]]:
-        """Shapes of ρ, m^1..m^d (staggered), then ρ̄, m̄^1..m̄^d (centred)."""
-        stag = [(self.nt + 1, *self.n)]
-        for j in range(self.dim):
-            s = list(self.n)
-            s[j] -= 1
-            stag.append((self.nt, *s))
-        cent = [(self.nt, *self.n)] * (1 + self.dim)
-        return stag + cent
+    def _faces(self, j: int) -> tuple[int, ...]:
+        s = list(self.n)
+        s[j] -= 1
+        return tuple(s)
+
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every block in packing order; staggered blocks come first."""
+        d = self.dim
+        out = [("rho", (self.nt + 1, *self.n))]
+        out += [("m", (self.nt, *self._faces(j))) for j in range(d)]
+        if self.beckmann:
+            out += [("w", self._faces(j)) for j in range(d)]
+        if self.sigma:
+            out.append(("sigma", self.n))
+        out.append(("rho_bar", (self.nt, *self.n)))
+        out += [("m_bar", (self.nt, *self.n)) for _ in range(d)]
+        if self.beckmann:
+            out += [("w_bar", self.n) for _ in range(d)]
+        return out
 
     @property
     def size(self) -> int:
-        return int(sum(np.prod(s) for s in self.shapes()))
+        return int(sum(np.prod(s) for _, s in self.shapes()))
 
-    @property
-    def staggered_size(self) -> int:
-        return int(sum(np.prod(s) for s in self.shapes()[: 1 + self.dim]))
-
-    def views(self, z: Array) -> tuple[Array, list[Array], Array, list[Array]]:
-        """Views ``(rho, [m^j], rho_bar, [m_bar^j])`` into the packed vector ``z``."""
-        out, start = [], 0
-        for s in self.shapes():
-            size = int(np.prod(s))
-            out.append(z[start : start + size].reshape(s))
+    def views(self, z: Array) -> Fields:
+        """Named zero-copy views into the packed vector ``z``."""
+        parts: dict[str, list[Array]] = {}
+        start = 0
+        for name, shape in self.shapes():
+            size = int(np.prod(shape))
+            parts.setdefault(name, []).append(z[start : start + size].reshape(shape))
             start += size
-        d = self.dim
-        return out[0], out[1 : 1 + d], out[1 + d], out[2 + d :]
+        return Fields(
+            rho=parts["rho"][0],
+            m=parts.get("m", []),
+            w=parts.get("w", []),
+            sigma=parts["sigma"][0] if "sigma" in parts else None,
+            rho_bar=parts["rho_bar"][0],
+            m_bar=parts.get("m_bar", []),
+            w_bar=parts.get("w_bar", []),
+        )
 
     def zeros(self) -> Array:
         return np.zeros(self.size)
@@ -86,8 +121,23 @@ def interpolate_rho(rho: Array) -> Array:
 
 
 def interpolate_m(m: Array, j: int) -> Array:
-    """m̄^j_i = (m^j_{i−½} + m^j_{i+½}) / 2 along spatial axis j, boundary fluxes zero."""
+    """m̄^j_i = (m^j_{i−½} + m^j_{i+½}) / 2 along spatial axis j, boundary fluxes zero.
+
+    ``m`` has a leading time axis; see :func:`interpolate_faces` for purely spatial fluxes."""
     return average_adjacent(pad_faces(m, 1 + j), 1 + j)
+
+
+def interpolate_faces(w: Array, j: int) -> Array:
+    """w̄_i = (w_{i−½} + w_{i+½}) / 2 along spatial axis j of a flux with no time axis."""
+    return average_adjacent(pad_faces(w, j), j)
+
+
+def spatial_divergence(ws: list[Array], dx: tuple[float, ...]) -> Array:
+    """Σ_j (w^j_{i+½} − w^j_{i−½})/dx_j per cell for fluxes on interior faces (no time axis)."""
+    div = 0.0
+    for j, w in enumerate(ws):
+        div = div + np.diff(pad_faces(w, j), axis=j) / dx[j]
+    return np.asarray(div)
 
 
 def divergence(rho: Array, ms: list[Array], dt: float, dx: tuple[float, ...]) -> Array:
