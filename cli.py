@@ -1,9 +1,11 @@
 """proxflow command line: solve, compare, show, list, plot (a thin shell over mfg/ and solvers/).
 
     python cli.py solve scenarios/quickstart.yaml [--out PATH] [--set key=value ...] [--quiet]
+                        [--device cpu|cuda] [--resume]
     python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic
     python cli.py show RESULT.h5                   python cli.py list
     python cli.py plot RESULT.h5 [-o PNG]
+    python cli.py study convergence SCENARIO [--n 32,64,128] [--nt 8,16,32] [-o PNG]
 
 Exit status: 0 success, 2 bad input (one line ``error: ...`` on stderr, nothing written),
 1 internal failure (one line; ``PROXFLOW_DEBUG=1`` shows the traceback), 130 interrupted.
@@ -121,6 +123,29 @@ def fill_provenance(result: Any, wall_time_s: float) -> None:
         result.wall_time_s = wall_time_s
 
 
+def solver_options(scenario: Any, args: argparse.Namespace, out: Path) -> Any:
+    """``--device`` and ``--resume`` onto the solver settings of families that have them; an
+    unset ``checkpoint`` setting defaults to the result path with ``.ckpt`` appended."""
+    cfg = scenario.solver
+    names = {f.name for f in dataclasses.fields(cfg)}
+    changes: dict[str, Any] = {}
+    for flag, name, value in (("--device", "device", args.device),
+                              ("--resume", "resume", True if args.resume else None)):
+        if value is None:
+            continue
+        if name not in names:
+            raise CliError(f"{flag}: the {cfg.kind} solver has no {name} setting")
+        changes[name] = value
+    if "checkpoint" in names and cfg.checkpoint is None:
+        changes["checkpoint"] = f"{out}.ckpt"
+    checkpoint = changes.get("checkpoint", getattr(cfg, "checkpoint", None))
+    if changes.get("resume") and not Path(checkpoint).is_file():
+        raise CliError(f"--resume: no checkpoint at {checkpoint}")
+    if not changes:
+        return scenario
+    return dataclasses.replace(scenario, solver=dataclasses.replace(cfg, **changes))
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     import solvers
     from mfg.results import write_result
@@ -130,6 +155,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         solver = dataclasses.replace(scenario.solver, progress=False)
         scenario = dataclasses.replace(scenario, solver=solver)
     out = output_path(scenario, args.out)
+    scenario = solver_options(scenario, args, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = solvers.solve(scenario)
@@ -320,6 +346,66 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# study
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 2:
+        raise CliError(f"expected integers >= 2, got {text!r}")
+    return values
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """``study convergence``: solve at each resolution, print errors and observed orders."""
+    import solvers
+    from mfg.convergence import FINEST_SUFFIX, errors, observed_orders, plot_convergence
+
+    ns = int_list(args.n)
+    base = load(args.scenario, args.set)
+    if base.solver.kind != "grid":
+        raise CliError(f"{args.scenario}: study convergence needs solver.kind grid")
+    if args.nt:
+        nts = int_list(args.nt)
+        if len(nts) != len(ns):
+            raise CliError(f"--nt: {len(nts)} values for {len(ns)} values of --n")
+    else:  # keep the scenario's ratio nt/n
+        ratio = base.solver.nt / base.solver.n[0]
+        nts = [max(2, round(ratio * n)) for n in ns]
+    results, scenarios = [], []
+    for n, nt in zip(ns, nts, strict=True):
+        sc = load(args.scenario, [*args.set, f"solver.n={n}", f"solver.nt={nt}",
+                                  "solver.progress=false"])
+        start = time.perf_counter()
+        res = solvers.solve(sc)
+        print(f"solved n={n} nt={nt}: {res.status} after {iterations(res)} iterations "
+              f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+        results.append(res)
+        scenarios.append(sc)
+    reference = results[-1]
+    rows = [errors(r, sc, reference) for r, sc in zip(results, scenarios, strict=True)]
+    keys = list(rows[0])
+    # errors against the finest level are not errors of the finest level itself
+    table = {k: [row[k] if not (k.endswith(FINEST_SUFFIX) and i == len(rows) - 1)
+                 else float("nan") for i, row in enumerate(rows)] for k in keys}
+    print(f"convergence of {base.name} (suffix {FINEST_SUFFIX}: against the finest level, "
+          "otherwise against the exact solution)")
+    print(f"{'n':>6} {'nt':>5} " + " ".join(f"{k:>26} {'order':>6}" for k in keys))
+    orders = {k: [float("nan"), *observed_orders(ns, table[k])] for k in keys}
+    for i, (n, nt) in enumerate(zip(ns, nts, strict=True)):
+        cells = " ".join(f"{table[k][i]:>26.4e} {orders[k][i]:>6.2f}" for k in keys)
+        print(f"{n:>6} {nt:>5} {cells}")
+    out = Path(args.output or f"results/{base.name}_convergence.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_convergence(ns, table, out, title=f"{base.name}: error vs n")
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -340,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a scenario field, e.g. --set solver.max_iter=200 (repeatable)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="device (solvers with a device "
+                   "setting, e.g. neural)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint "
+                   "(default: the output path + .ckpt; solvers with checkpoints, e.g. neural)")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("compare", help="compare two results, or one with the closed form")
@@ -356,6 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="the shared scenarios")
     p.add_argument("--dir", default=str(SCENARIO_DIR), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("study", help="convergence study under grid refinement")
+    p.add_argument("what", choices=("convergence",))
+    p.add_argument("scenario", help="scenario YAML file (a grid scenario)")
+    p.add_argument("--n", default="32,64,128", help="cells per axis, e.g. 32,64,128")
+    p.add_argument("--nt", help="time steps per level (default: keep the scenario's nt/n)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field (repeatable)")
+    p.add_argument("-o", "--output", help="log-log PNG (default results/<name>_convergence.png)")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("plot", help="plot a result to PNG")
     p.add_argument("result")

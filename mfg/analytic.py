@@ -125,3 +125,57 @@ def closed_form(scenario: Scenario) -> ClosedForm | None:
         C = float(np.sum(m1**2 / (2 * s1**2) - m**2 / (2 * s**2) + np.log(s1 / s)))
         return ClosedForm(m0, s0, m, s, A, B, C, lam, T, kl_gaussian(m, s, m1, s1))
     return None
+
+
+def w1_terminal_quantile(q0, q_pi, tau: float, L: float):
+    """Quantile function of the minimizer ρ_T of W2²(ρ0, ρ_T)/(2τ) + L·W1(ρ_T, π) in 1-D.
+
+    In 1-D both distances are integrals over the quantile variable u ∈ (0, 1):
+    W2² = ∫(Q − Q0)² du and W1 = ∫|Q − Qπ| du, so the problem separates pointwise in u:
+    Q(u) = argmin_q (q − Q0(u))²/(2τ) + L|q − Qπ(u)| = clip(Qπ(u), Q0(u) − τL, Q0(u) + τL),
+    the median of three nondecreasing functions, hence a quantile function. Each particle
+    moves towards its target quantile by at most τL (speed ≤ L/λ over time T).
+    ``q0`` and ``q_pi`` map u (array) to the quantiles of ρ0 and π.
+    """
+
+    def quantile(u):
+        a, b = q0(u), q_pi(u)
+        return np.clip(b, a - tau * L, a + tau * L)
+
+    return quantile
+
+
+def w1_1d_from_quantiles(density: Array, x: Array, quantile, n_u: int = 200_000) -> float:
+    """W1 = ∫₀¹ |F⁻¹(u) − Q(u)| du between a 1-D grid density (cell averages at the cell centres
+    ``x``, piecewise constant) and a measure given by its quantile function Q."""
+    dx = x[1] - x[0]
+    edges = np.concatenate([[x[0] - dx / 2], x + dx / 2])
+    cdf = np.concatenate([[0.0], np.cumsum(np.maximum(density, 0.0)) * dx])
+    cdf /= cdf[-1]
+    u = (np.arange(n_u) + 0.5) / n_u
+    inv = np.interp(u, cdf, edges)  # exact inverse of the piecewise-linear CDF where it rises
+    return float(np.mean(np.abs(inv - quantile(u))))
+
+
+def terminal_quantile(scenario: Scenario):
+    """Exact quantile function u ↦ Q(u) of ρ_T in 1-D, when known: Gaussian source and target
+    with terminal kind ``fixed``, ``f: kl`` (the closed form above) or ``w1``
+    (:func:`w1_terminal_quantile`); None otherwise."""
+    from scipy.stats import norm
+
+    if scenario.dim != 1:
+        return None
+    src, tgt = _diagonal_params(scenario.source), _diagonal_params(scenario.target)
+    if src is None or tgt is None:
+        return None
+    (m0, s0), (m1, s1) = (float(src[0][0]), float(src[1][0])), (float(tgt[0][0]), float(tgt[1][0]))
+    if scenario.terminal.kind == "w1":
+        return w1_terminal_quantile(
+            lambda u: m0 + s0 * norm.ppf(u), lambda u: m1 + s1 * norm.ppf(u),
+            scenario.T / scenario.lam, scenario.terminal.L,
+        )
+    cf = closed_form(scenario)
+    if cf is None:
+        return None
+    m, s = float(cf.mT[0]), float(cf.sT[0])
+    return lambda u: m + s * norm.ppf(u)

@@ -10,7 +10,7 @@ name           f(x)                                f'(x)                 f*(y)
 kl             x log x − x + 1                     log x                 e^y − 1
 reverse_kl     x − 1 − log x                       1 − 1/x               −log(1 − y), y < 1
 chi2           (x − 1)²                            2(x − 1)              y + y²/4 (y ≥ −2), else −1
-alpha (α > 1)  (x^α − 1)/(α(α − 1))                x^{α−1}/(α − 1)       see :func:`alpha_divergence`
+alpha (α > 1)  (x^α − 1)/(α(α − 1))                x^{α−1}/(α − 1)       :func:`alpha_divergence`
 js             x log x − (1 + x) log((1 + x)/2)    log(2x/(1 + x))       −log(2 − e^y), y < log 2
 =============  ==================================  ====================  =========================
 """

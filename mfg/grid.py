@@ -67,7 +67,9 @@ class Grid:
         the result renormalized to mass 1. ``points`` has shape (N, d)."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, self.dim)
         w = np.full(len(points), 1.0 / len(points)) if weights is None else np.asarray(weights)
-        edges = [np.linspace(lo, hi, k + 1) for (lo, hi), k in zip(self.bounds, self.n, strict=True)]
+        edges = [
+            np.linspace(lo, hi, k + 1) for (lo, hi), k in zip(self.bounds, self.n, strict=True)
+        ]
         mass, _ = np.histogramdd(points, bins=edges, weights=w)
         total = mass.sum()
         if total <= 0:

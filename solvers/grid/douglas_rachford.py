@@ -20,7 +20,7 @@ pointwise terminal prox). The iteration (relaxation α ∈ (0, 2))
 converges for any γ > 0. The multiplier of the continuity constraint gives the value function:
 the projection step moves U by −Aᵀp, and at the fixed point U(t_{k+½}, x_i) = −p/γ solves the
 discrete Hamilton–Jacobi equation −∂tU + |∇U|²/(2λ) = 0 with U(T) = δG/δρ. The multiplier q of
-Beckmann's constraint gives the Kantorovich–Lipschitz potential φ* = −dt·q/γ, |∇φ*| ≤ L.
+Beckmann's constraint gives the Kantorovich–Lipschitz potential φ* = dt·q/γ, |∇φ*| ≤ L.
 """
 
 from __future__ import annotations
@@ -124,8 +124,9 @@ class SplittingState:
 
     @property
     def potential(self) -> Array | None:
-        """φ* = −dt·q/γ at t = T (W1 terminal costs), None otherwise."""
-        return None if self.q is None else -self.dt * self.q / self.gamma
+        """φ* = dt·q/γ at t = T (W1 terminal costs), None otherwise; at the fixed point it equals
+        U(·, T) up to a constant, with |∇φ*| ≤ L."""
+        return None if self.q is None else self.dt * self.q / self.gamma
 
 
 def initial_guess(problem: GridProblem, layout: Layout) -> Array:

@@ -89,8 +89,9 @@ def to_dataset(problem: GridProblem, state: SplittingState) -> xr.Dataset:
         data["phi"] = (space, state.potential, {"long_name": "Lipschitz potential φ* at T"})
         for j, w in enumerate(f.w_bar):
             data[f"w{j + 1}"] = (space, w.copy(), {"long_name": f"Beckmann flux {j + 1} at T"})
-    if f.sigma is not None:
-        data["sigma"] = (space, f.sigma.copy(), {"long_name": "intermediate measure σ"})
+    xs = state.layout.views(state.x).sigma
+    if xs is not None:  # σ out of its prox: exactly 0 where π = 0 (σ ≪ π)
+        data["sigma"] = (space, xs.copy(), {"long_name": "intermediate measure σ"})
     return xr.Dataset(data, coords=_coords(problem))
 
 
@@ -148,7 +149,7 @@ def certify(problem: GridProblem, state: SplittingState) -> dict[str, float]:
             metrics["divergence_term"] = f_divergence_on_grid(
                 problem.divergence, xf.sigma, problem.rho1, grid.cell_volume
             )
-            metrics["sigma_mass"] = float(np.sum(f.sigma) * grid.cell_volume)
+            metrics["sigma_mass"] = float(np.sum(xf.sigma) * grid.cell_volume)
     return metrics
 
 
