@@ -1,13 +1,17 @@
-"""Grid solver benchmark: cost per iteration against one DCT, iterations to tolerance, and the
-whole solve against POT's exact network simplex on the same fixed-endpoint problem.
+"""Grid solver benchmark: cost per iteration against one DCT, iterations to tolerance, the whole
+solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory and time.
 
     python bench/grid.py [--sizes 32,64,128] [--nt 16] [--tol 1e-5] [--threads 1]
+                         [--w1-sizes 32,64] [--sizes-3d 16,32] [--nt-3d 8]
 
-For each n: the shared scenario ``mixture_fixed_2d`` (two-component mixture → Gaussian, fixed
-endpoint) on an n × n grid with nt time steps. Printed ratios are measured in the same run:
-seconds per iteration ÷ seconds of one ``scipy.fft.dctn`` of the (nt, n, n) space-time array,
-and total solve time ÷ time of ``ot.emd2`` between the two discrete densities (n² atoms each),
-with the agreement (2T/λ)·KE vs W2² alongside.
+1. Fixed endpoint: the shared scenario ``mixture_fixed_2d`` (two-component mixture → Gaussian)
+   on n × n cells with nt time steps. Ratios measured in the same run: seconds per iteration ÷
+   seconds of one ``scipy.fft.dctn`` of the (nt, n, n) space-time array, and total solve time ÷
+   time of ``ot.emd2`` between the two discrete densities (n² atoms each), with (2T/λ)·KE vs W2².
+2. W1 proximal: ``circle_lipschitz_2d`` (Gaussian → circle, lipschitz_f with KL): seconds per
+   iteration ÷ one DCT, iterations to tolerance, max |∇φ*| against L.
+3. 3-D: the Gaussian KL case on n³ cells: seconds per iteration ÷ one DCT, and the peak memory
+   of the iteration (tracemalloc, which sees numpy's buffers) against the size of one iterate.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import io
 import os
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +37,10 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--scenario", default=str(ROOT / "scenarios" / "mixture_fixed_2d.yaml"))
+    parser.add_argument("--w1-sizes", default="32,64")
+    parser.add_argument("--sizes-3d", default="16,32")
+    parser.add_argument("--nt-3d", type=int, default=8)
+    parser.add_argument("--iters-3d", type=int, default=30)
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -45,7 +54,7 @@ def main() -> None:
     from mfg.grid import Grid
     from mfg.scenario import load_scenario
     from solvers.grid.douglas_rachford import douglas_rachford
-    from solvers.grid.solver import DEFAULT_GAMMA, RELAXATION, discretize
+    from solvers.grid.solver import DEFAULT_GAMMA, RELAXATION, discretize, lipschitz_constant
 
     print(f"grid benchmark: threads={args.threads} nt={args.nt} tol={args.tol:g} "
           f"gamma={DEFAULT_GAMMA} relaxation={RELAXATION}")
@@ -81,6 +90,53 @@ def main() -> None:
               f"{t_dct:>9.2e} {per_iter / t_dct:>9.1f} {t_solve:>8.1f} {t_emd:>8.1f} "
               f"{t_solve / t_emd:>10.2f} {2 * sc.T / sc.lam * ke:>9.5f} {w2_sq:>9.5f}",
               flush=True)
+
+    def dct_seconds(shape: tuple[int, ...]) -> float:
+        x = np.random.default_rng(0).standard_normal(shape)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            scipy.fft.dctn(x, type=2, norm="ortho")
+        return (time.perf_counter() - t0) / 10
+
+    print("\nW1 proximal (circle_lipschitz_2d, lipschitz_f KL)")
+    print(f"{'n':>5} {'iters':>6} {'conv':>5} {'s/iter':>9} {'iter/dctn':>9} {'|∇φ*|':>7} {'L':>5}")
+    circle = ROOT / "scenarios" / "circle_lipschitz_2d.yaml"
+    for n in (int(s) for s in args.w1_sizes.split(",")):
+        sc = load_scenario(circle, [f"solver.n={n}", f"solver.nt={args.nt}",
+                                    "solver.progress=false"])
+        problem = discretize(sc)
+        t0 = time.perf_counter()
+        state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
+                                 tol=args.tol, relaxation=RELAXATION)
+        per_iter = (time.perf_counter() - t0) / state.iterations
+        lip = lipschitz_constant(state.potential, problem.grid.dx)
+        print(f"{n:>5} {state.iterations:>6} {str(state.converged):>5} {per_iter:>9.2e} "
+              f"{per_iter / dct_seconds((args.nt, n, n)):>9.1f} {lip:>7.4f} "
+              f"{sc.terminal.L:>5.2f}", flush=True)
+
+    print(f"\n3-D (Gaussian KL, nt={args.nt_3d}, {args.iters_3d} iterations)")
+    print(f"{'n':>5} {'cells':>9} {'s/iter':>9} {'iter/dctn':>9} {'peak MiB':>9} "
+          f"{'iterate MiB':>11} {'peak/iterate':>12}")
+    kl2d = ROOT / "scenarios" / "gaussian_kl_2d.yaml"
+    for n in (int(s) for s in args.sizes_3d.split(",")):
+        sc = load_scenario(kl2d, [
+            "dim=3", "source.mean=[-1, 0.5, 0]", "source.std=[0.5, 0.6, 0.5]",
+            "target.mean=[1, -0.5, 0]", "target.std=[0.7, 0.4, 0.5]",
+            "domain.bounds=[[-4, 4], [-4, 4], [-3, 3]]", f"solver.n={n}",
+            f"solver.nt={args.nt_3d}", "solver.progress=false",
+        ])
+        problem = discretize(sc)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.iters_3d, tol=0.0,
+                                 relaxation=RELAXATION)
+        per_iter = (time.perf_counter() - t0) / state.iterations
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        iterate = state.z.nbytes
+        print(f"{n:>5} {args.nt_3d * n**3:>9} {per_iter:>9.2e} "
+              f"{per_iter / dct_seconds((args.nt_3d, n, n, n)):>9.1f} {peak / 2**20:>9.1f} "
+              f"{iterate / 2**20:>11.1f} {peak / iterate:>12.1f}", flush=True)
 
 
 if __name__ == "__main__":

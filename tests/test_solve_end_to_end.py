@@ -54,3 +54,19 @@ def test_compare_against_the_closed_form(tmp_path, capsys):
     table = json.loads(capsys.readouterr().out)
     assert table["density_l1_max"] < 0.02
     assert table["kinetic_energy_rel_diff"] < 0.01
+
+
+def test_study_convergence_prints_orders_and_writes_a_plot(tmp_path, capsys):
+    png = tmp_path / "conv.png"
+    rc = cli.main([
+        "study", "convergence", str(ROOT / "scenarios" / "gaussian_kl_1d.yaml"),
+        "--n", "16,32", "--nt", "4,8", "--set", "solver.max_iter=1500", "-o", str(png),
+    ])
+    assert rc == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:2] in ("16", "32")]
+    assert len(rows) == 2
+    w1_coarse, w1_fine = float(rows[0][2]), float(rows[1][2])
+    order = float(rows[1][3])
+    assert w1_fine < w1_coarse and order > 1.0
+    assert png.stat().st_size > 10_000
