@@ -5,28 +5,14 @@ Torch is not used here; BLAS threads are pinned by the Makefile (OMP/OPENBLAS_NU
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import ot
 import pytest
+from grid_cases import load, moments_1d
 
 from mfg.analytic import closed_form
 from mfg.grid import Grid
-from mfg.scenario import Scenario, load_scenario
 from solvers.grid import solve
-
-SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-
-
-def load(name: str, *overrides: str) -> Scenario:
-    return load_scenario(SCENARIOS / name, ["solver.progress=false", *overrides])
-
-
-def moments_1d(rho: np.ndarray, x: np.ndarray) -> tuple[float, float]:
-    dx = x[1] - x[0]
-    mean = float(np.sum(rho * x) * dx)
-    return mean, float(np.sqrt(np.sum(rho * (x - mean) ** 2) * dx))
 
 
 @pytest.fixture(scope="module")

@@ -7,29 +7,16 @@ clip(Qπ, Q0 − τL, Q0 + τL), τ = T/λ.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from grid_cases import SCENARIOS, load, moments_1d
 from scipy.interpolate import RegularGridInterpolator
 from scipy.stats import norm
 
 from mfg.analytic import closed_form, w1_1d_from_quantiles, w1_terminal_quantile
 from mfg.divergences import get_f_divergence
-from mfg.scenario import Scenario, ScenarioError, load_scenario
+from mfg.scenario import ScenarioError, load_scenario
 from solvers.grid import solve
-
-SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-
-
-def load(name: str, *overrides: str) -> Scenario:
-    return load_scenario(SCENARIOS / name, ["solver.progress=false", *overrides])
-
-
-def moments_1d(rho: np.ndarray, x: np.ndarray) -> tuple[float, float]:
-    dx = x[1] - x[0]
-    mean = float(np.sum(rho * x) * dx)
-    return mean, float(np.sqrt(np.sum(rho * (x - mean) ** 2) * dx))
 
 
 def w1_cdf(a: np.ndarray, b: np.ndarray, dx: float) -> float:
