@@ -43,7 +43,8 @@ class Result:
     Attributes
     ----------
     solver: solver kind, e.g. ``"grid"``.
-    status: ``"converged"`` or ``"max_iter"``.
+    status: ``"converged"`` (tolerance met), ``"max_iter"`` (iteration limit reached first),
+        ``"completed"`` (a fixed number of steps ran, e.g. particle flows) or ``"diverged"``.
     scenario_text: the scenario as YAML text (overrides applied).
     settings: solver settings actually used (JSON-serializable dict).
     grid: xarray Dataset with ``rho`` and ``U`` over dims ``("t", "x1"[, "x2"[, "x3"]])`` with

@@ -81,6 +81,8 @@ from mfg.schema import (
     validate,
 )
 from mfg.settings.grid import GridSolverSpec
+from mfg.settings.neural import NeuralSolverSpec
+from mfg.settings.particle import GeneratorSolverSpec, JKOSolverSpec, ParticleSolverSpec
 
 #: Largest supported dimension.
 MAX_DIM = 4096
@@ -504,6 +506,10 @@ class _DomainSpec(Spec):
 #: Solver kinds: YAML ``kind`` -> spec model (with a ``build`` method).
 SOLVER_KINDS: dict[str, type[SolverSpec]] = {
     "grid": GridSolverSpec,
+    "neural": NeuralSolverSpec,
+    "particle": ParticleSolverSpec,
+    "generator": GeneratorSolverSpec,
+    "jko": JKOSolverSpec,
 }
 #: ``kind`` assumed where a ``solver`` mapping has none.
 DEFAULT_SOLVER_KIND = "grid"

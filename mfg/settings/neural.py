@@ -1,0 +1,141 @@
+"""Settings of the neural solver (solvers/neural): ``solver: {kind: neural, ...}``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from mfg.distributions import Gaussian, Mixture
+from mfg.schema import FieldError, Loc, SolverSpec
+
+
+@dataclass(frozen=True)
+class NeuralSolverConfig:
+    """Potential network U_θ(x, t) (ResNet of ``depth`` blocks of ``width`` units, optional
+    quadratic term) trained for ``max_iter`` Adam steps of ``batch_size`` samples (``antithetic``
+    pairs x, 2m − x for symmetric sources; learning rate ``lr``·``lr_decay``^(k/max_iter));
+    characteristics dx/dt = −∇U_θ/λ integrated with torchdiffeq (``method``, ``nt`` steps,
+    ``adjoint``).
+
+    Critic φ_ω (``lipschitz_f``, ``w1``): ``critic_steps`` ascent steps per generator step, its
+    Lipschitz bound L enforced by ``lipschitz`` = ``penalty`` (one-sided, weight ``gp_weight``)
+    or ``spectral`` (spectral normalization). Penalties: ``hj_weight`` (HJ residual along the
+    trajectories), ``terminal_weight`` (terminal-condition residual). ``divergence``: ∇·v by the
+    exact Laplacian or Hutchinson's estimator (``auto``: exact when dim <= 10).
+
+    Output: ``eval_samples`` terminal samples (and the Sinkhorn divergence to as many fresh
+    target samples), ``n_trajectories`` trajectories, and for dim <= 2 with a domain, U and ρ on
+    ``grid_n`` cells per axis at ``grid_nt + 1`` times. Checkpoints every ``checkpoint_every``
+    iterations (0: only at the end) to ``checkpoint`` (None: the result path + ``.ckpt``);
+    ``resume`` continues from it.
+    """
+
+    kind: str = "neural"
+    width: int = 64
+    depth: int = 2
+    quadratic: bool = True
+    method: str = "rk4"
+    nt: int = 8
+    adjoint: bool = False
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    divergence: str = "auto"
+    batch_size: int = 512
+    antithetic: bool = True
+    max_iter: int = 1000
+    lr: float = 1e-2
+    lr_decay: float = 1.0
+    critic_width: int = 64
+    critic_depth: int = 2
+    critic_lr: float = 1e-3
+    critic_steps: int = 5
+    lipschitz: str = "penalty"
+    gp_weight: float = 10.0
+    hj_weight: float = 0.0
+    terminal_weight: float = 0.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    eval_samples: int = 5000
+    n_trajectories: int = 256
+    grid_n: int = 64
+    grid_nt: int = 8
+    checkpoint: str | None = None
+    checkpoint_every: int = 0
+    resume: bool = False
+    progress: bool = True
+
+
+_D = NeuralSolverConfig
+
+
+class NeuralSolverSpec(SolverSpec):
+    kind: Literal["neural"]
+    width: int = Field(default=_D.width, ge=1)
+    depth: int = Field(default=_D.depth, ge=0)
+    quadratic: bool = _D.quadratic
+    method: Literal["euler", "midpoint", "rk4", "dopri5"] = _D.method
+    nt: int = Field(default=_D.nt, ge=1)
+    adjoint: bool = _D.adjoint
+    rtol: float = Field(default=_D.rtol, gt=0)
+    atol: float = Field(default=_D.atol, gt=0)
+    divergence: Literal["auto", "exact", "hutchinson"] = _D.divergence
+    batch_size: int = Field(default=_D.batch_size, ge=2)
+    antithetic: bool = _D.antithetic
+    max_iter: int = Field(default=_D.max_iter, ge=1)
+    lr: float = Field(default=_D.lr, gt=0)
+    lr_decay: float = Field(default=_D.lr_decay, gt=0, le=1)
+    critic_width: int = Field(default=_D.critic_width, ge=1)
+    critic_depth: int = Field(default=_D.critic_depth, ge=1)
+    critic_lr: float = Field(default=_D.critic_lr, gt=0)
+    critic_steps: int = Field(default=_D.critic_steps, ge=1)
+    lipschitz: Literal["penalty", "spectral"] = _D.lipschitz
+    gp_weight: float = Field(default=_D.gp_weight, ge=0)
+    hj_weight: float = Field(default=_D.hj_weight, ge=0)
+    terminal_weight: float = Field(default=_D.terminal_weight, ge=0)
+    device: Literal["cpu", "cuda"] = _D.device
+    dtype: Literal["float32", "float64"] = _D.dtype
+    eval_samples: int = Field(default=_D.eval_samples, ge=2)
+    n_trajectories: int = Field(default=_D.n_trajectories, ge=0)
+    grid_n: int = Field(default=_D.grid_n, ge=2)
+    grid_nt: int = Field(default=_D.grid_nt, ge=1)
+    checkpoint: str | None = Field(default=_D.checkpoint, min_length=1)
+    checkpoint_every: int = Field(default=_D.checkpoint_every, ge=0)
+    resume: bool = _D.resume
+    progress: bool = _D.progress
+
+    NEEDS_DOMAIN: ClassVar[bool] = False
+
+    #: terminal kinds the neural solver implements (with the f-divergences it handles)
+    TERMINALS: ClassVar[dict[str, tuple[str, ...] | None]] = {
+        "f": ("kl",),
+        "lipschitz_f": ("kl", "alpha"),
+        "w1": None,
+        "mmd": None,
+        "sinkhorn": None,
+    }
+    #: target kinds whose log-density the solver evaluates in torch (needed by ``f``)
+    TORCH_DENSITIES: ClassVar[tuple[type, ...]] = (Gaussian, Mixture)
+
+    def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
+        """Only TERMINALS; ``f`` needs a Gaussian/mixture target (log π in torch) and a source
+        with a density (log ρ_T along characteristics starts from log ρ0)."""
+        if terminal.kind not in self.TERMINALS:
+            raise FieldError(("terminal", "kind"), f"the neural solver does not implement "
+                             f"{terminal.kind!r} (it has: {', '.join(self.TERMINALS)})")
+        fs = self.TERMINALS[terminal.kind]
+        if fs is not None and terminal.f not in fs:
+            raise FieldError(("terminal", "f"), f"the neural solver has no {terminal.kind} "
+                             f"estimator for {terminal.f!r} (it has: {', '.join(fs)})")
+        if terminal.kind == "f":
+            if not isinstance(target, self.TORCH_DENSITIES):
+                raise FieldError(("target", "kind"), "terminal kind f needs a target with a "
+                                 "log-density (gaussian or mixture; got "
+                                 f"{type(target).__name__}); use lipschitz_f, mmd or sinkhorn")
+            if not source.has_density:
+                raise FieldError(("source", "kind"), "terminal kind f needs a source with a "
+                                 f"density (got {type(source).__name__})")
+
+    def build(self, loc: Loc, dim: int) -> NeuralSolverConfig:
+        return NeuralSolverConfig(**self.model_dump())

@@ -1,0 +1,255 @@
+"""Settings of the particle family (solvers/particle): ``solver: {kind: particle | generator |
+jko, ...}`` (DESIGN.md §2 "particle", issue #5).
+
+The three kinds share the run settings (device, dtype, evaluation, kernel and critic settings);
+``particle`` and ``generator`` choose a velocity field ``field`` (solvers.particle.fields.FIELDS)
+with its settings; ``jko`` chooses a ``divergence``. Settings a field does not use are ignored.
+
+The scenario's ``terminal`` does not choose the flow (``field``/``divergence`` do); it is the G
+reported as ``terminal_cost`` against fresh target samples, so it must be ``sinkhorn`` or ``mmd``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from mfg.schema import FieldError, Loc, SolverSpec
+
+FIELD_NAMES = ("kde_kl", "mmd", "sinkhorn", "sliced_w", "lipschitz_f", "drift")
+JKO_DIVERGENCES = ("kl_dv", "lipschitz_f", "mmd")
+KERNEL_NAMES = ("gaussian", "laplace", "energy", "riesz")
+#: kernels each kernel field accepts (None: the field's default, mmd gaussian, drift laplace)
+FIELD_KERNELS = {"mmd": KERNEL_NAMES, "drift": ("laplace", "gaussian"), "jko": KERNEL_NAMES}
+#: terminal kinds whose G the family can evaluate from samples
+TERMINALS = ("sinkhorn", "mmd")
+
+
+@dataclass(frozen=True)
+class _CommonConfig:
+    """Run settings shared by the three kinds.
+
+    device: torch device (``cpu``, ``cuda``, ``cuda:1``); dtype: ``float32`` | ``float64``;
+    progress: tqdm bar (off when not on a terminal); eval_every: steps between evaluations of
+    the Sinkhorn divergence to ``eval_n`` fresh target samples (blur 0.05, p 2); backend:
+    kernel sums by ``auto`` (KeOps when pykeops loads) | ``torch`` (chunked) | ``keops``; chunk:
+    rows per torch block (0: automatic); kernel, bandwidth h, riesz_a: the kernel of ``mmd``
+    (and of ``kde_kl``: Gaussian with h); L, critic_*, gp_weight: the critic of ``lipschitz_f``
+    / ``kl_dv`` (Lipschitz bound, Adam steps per particle step, learning rate, width, penalty).
+    """
+
+    kind: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    progress: bool = True
+    eval_every: int = 50
+    eval_n: int = 1000
+    backend: str = "auto"
+    chunk: int = 0
+    kernel: str | None = None
+    bandwidth: float = 0.5
+    riesz_a: float = 1.0
+    L: float = 1.0
+    critic_steps: int = 5
+    critic_lr: float = 1e-3
+    critic_width: int = 64
+    gp_weight: float = 10.0
+
+
+@dataclass(frozen=True)
+class _FieldConfig(_CommonConfig):
+    """field: one of FIELD_NAMES; blur, p, scaling: geomloss Sinkhorn settings of ``sinkhorn``;
+    n_directions: of ``sliced_w``; temperatures, normalization (rowcol | none), normalize_drift:
+    of ``drift`` (Deng et al.: Laplace kernel e^{−r/τ}, Σ over the temperatures τ)."""
+
+    field: str = "drift"
+    blur: float = 0.05
+    p: int = 2
+    scaling: float = 0.9
+    n_directions: int = 64
+    temperatures: tuple[float, ...] = (0.02, 0.05, 0.2)
+    normalization: str = "rowcol"
+    normalize_drift: bool = False
+
+
+@dataclass(frozen=True)
+class ParticleSolverConfig(_FieldConfig):
+    """n particles from the source moved by dx/dt = v(x) for ``steps`` steps of ``dt`` (Euler or
+    Heun) against ``n_target`` target samples (default n) drawn once; ``n_snapshots`` states of
+    the first ``n_traj`` particles are stored as trajectories."""
+
+    kind: str = "particle"
+    n: int = 2000
+    n_target: int | None = None
+    dt: float = 0.1
+    steps: int = 200
+    integrator: str = "euler"
+    n_snapshots: int = 11
+    n_traj: int = 1000
+
+
+@dataclass(frozen=True)
+class GeneratorSolverConfig(_FieldConfig):
+    """One-step generator g_θ(z) = z + MLP(z), z ~ source, trained ``train_steps`` Adam steps
+    (``lr``, ``batch`` samples) on ‖g_θ(z) − stopgrad(g_θ(z) + η V(g_θ(z)))‖², V the field against
+    ``batch`` target samples from a bank of ``n_target`` (default 10·batch); ``n`` samples of the
+    trained generator are the result."""
+
+    kind: str = "generator"
+    eta: float = 1.0
+    train_steps: int = 2000
+    batch: int = 512
+    lr: float = 1e-3
+    width: int = 128
+    depth: int = 3
+    n: int = 2000
+    n_target: int | None = None
+    n_snapshots: int = 11
+
+
+@dataclass(frozen=True)
+class JKOSolverConfig(_CommonConfig):
+    """Parametric JKO: g_{k+1} = argmin_θ D(g_θ#μ‖π) + E‖g_θ(z) − g_k(z)‖²/(2τ) for
+    ``outer_steps`` steps of ``inner_steps`` Adam steps, g_0 = identity, μ the source; ``tau``
+    None drops the proximal term (plain minimization of D, outer × inner steps). divergence:
+    ``mmd`` (MMD², kernel/bandwidth), ``kl_dv`` (Donsker–Varadhan critic) or ``lipschitz_f``
+    (the same with |∇φ| ≤ L by gradient penalty)."""
+
+    kind: str = "jko"
+    divergence: str = "mmd"
+    tau: float | None = 1.0
+    outer_steps: int = 20
+    inner_steps: int = 100
+    batch: int = 512
+    lr: float = 1e-3
+    width: int = 128
+    depth: int = 3
+    n: int = 2000
+    n_target: int | None = None
+
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+class _CommonSpec(SolverSpec):
+    device: str = _CommonConfig.device
+    dtype: Literal["float32", "float64"] = "float32"
+    progress: bool = _CommonConfig.progress
+    eval_every: int = Field(default=_CommonConfig.eval_every, ge=1)
+    eval_n: int = Field(default=_CommonConfig.eval_n, ge=2)
+    backend: Literal["auto", "torch", "keops"] = "auto"
+    chunk: int = Field(default=_CommonConfig.chunk, ge=0)
+    kernel: Literal["gaussian", "laplace", "energy", "riesz"] | None = None
+    bandwidth: float = Field(default=_CommonConfig.bandwidth, gt=0)
+    riesz_a: float = Field(default=_CommonConfig.riesz_a, gt=0, lt=2)
+    L: float = Field(default=_CommonConfig.L, gt=0)
+    critic_steps: int = Field(default=_CommonConfig.critic_steps, ge=1)
+    critic_lr: float = Field(default=_CommonConfig.critic_lr, gt=0)
+    critic_width: int = Field(default=_CommonConfig.critic_width, ge=1)
+    gp_weight: float = Field(default=_CommonConfig.gp_weight, ge=0)
+
+    def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
+        """G is evaluated from samples: only TERMINALS; source and target must be sampleable."""
+        if terminal.kind not in TERMINALS:
+            raise FieldError(("terminal", "kind"), f"the {self.kind} solver reports G for "
+                             f"{' or '.join(TERMINALS)} only (got {terminal.kind!r}; the flow is "
+                             "chosen by solver.field / solver.divergence)")
+        for role, dist in (("source", source), ("target", target)):
+            if not callable(getattr(dist, "sample", None)):
+                raise FieldError((role, "kind"), f"the {self.kind} solver needs samples")
+
+    def _check_common(self, loc: Loc, kernel_owner: str | None) -> None:
+        if not _DEVICE.match(self.device):
+            raise FieldError(loc + ("device",), f"must be cpu, cuda or cuda:<index> "
+                             f"(got {self.device!r})")
+        if kernel_owner is not None and self.kernel is not None:
+            allowed = FIELD_KERNELS[kernel_owner]
+            if self.kernel not in allowed:
+                raise FieldError(loc + ("kernel",), f"{kernel_owner} takes one of "
+                                 f"{', '.join(allowed)} (got {self.kernel!r})")
+
+    def _common(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _CommonSpec.model_fields}
+
+
+class _FieldSpec(_CommonSpec):
+    field: Literal["kde_kl", "mmd", "sinkhorn", "sliced_w", "lipschitz_f", "drift"] = "drift"
+    blur: float = Field(default=_FieldConfig.blur, gt=0)
+    p: Literal[1, 2] = 2
+    scaling: float = Field(default=_FieldConfig.scaling, gt=0, lt=1)
+    n_directions: int = Field(default=_FieldConfig.n_directions, ge=1)
+    temperatures: list[float] = Field(default=list(_FieldConfig.temperatures), min_length=1)
+    normalization: Literal["rowcol", "none"] = "rowcol"
+    normalize_drift: bool = _FieldConfig.normalize_drift
+
+    def _fields(self, loc: Loc) -> dict[str, Any]:
+        owner = self.field if self.field in FIELD_KERNELS else None
+        self._check_common(loc, owner)
+        if min(self.temperatures) <= 0:
+            raise FieldError(loc + ("temperatures",), f"must be > 0 (got {self.temperatures})")
+        out = {name: getattr(self, name) for name in _FieldSpec.model_fields}
+        out["temperatures"] = tuple(self.temperatures)
+        return out
+
+
+class ParticleSolverSpec(_FieldSpec):
+    kind: Literal["particle"]
+    n: int = Field(default=ParticleSolverConfig.n, ge=2)
+    n_target: int | None = Field(default=None, ge=2)
+    dt: float = Field(default=ParticleSolverConfig.dt, gt=0)
+    steps: int = Field(default=ParticleSolverConfig.steps, ge=1)
+    integrator: Literal["euler", "heun"] = "euler"
+    n_snapshots: int = Field(default=ParticleSolverConfig.n_snapshots, ge=2)
+    n_traj: int = Field(default=ParticleSolverConfig.n_traj, ge=1)
+
+    def build(self, loc: Loc, dim: int) -> ParticleSolverConfig:
+        return ParticleSolverConfig(**self._fields(loc), n=self.n, n_target=self.n_target,
+                                    dt=self.dt, steps=self.steps, integrator=self.integrator,
+                                    n_snapshots=self.n_snapshots, n_traj=self.n_traj)
+
+
+class GeneratorSolverSpec(_FieldSpec):
+    kind: Literal["generator"]
+    eta: float = Field(default=GeneratorSolverConfig.eta, gt=0)
+    train_steps: int = Field(default=GeneratorSolverConfig.train_steps, ge=1)
+    batch: int = Field(default=GeneratorSolverConfig.batch, ge=2)
+    lr: float = Field(default=GeneratorSolverConfig.lr, gt=0)
+    width: int = Field(default=GeneratorSolverConfig.width, ge=1)
+    depth: int = Field(default=GeneratorSolverConfig.depth, ge=1)
+    n: int = Field(default=GeneratorSolverConfig.n, ge=2)
+    n_target: int | None = Field(default=None, ge=2)
+    n_snapshots: int = Field(default=GeneratorSolverConfig.n_snapshots, ge=2)
+
+    def build(self, loc: Loc, dim: int) -> GeneratorSolverConfig:
+        return GeneratorSolverConfig(
+            **self._fields(loc), eta=self.eta, train_steps=self.train_steps, batch=self.batch,
+            lr=self.lr, width=self.width, depth=self.depth, n=self.n, n_target=self.n_target,
+            n_snapshots=self.n_snapshots,
+        )
+
+
+class JKOSolverSpec(_CommonSpec):
+    kind: Literal["jko"]
+    divergence: Literal["kl_dv", "lipschitz_f", "mmd"] = "mmd"
+    tau: float | None = Field(default=JKOSolverConfig.tau, gt=0)
+    outer_steps: int = Field(default=JKOSolverConfig.outer_steps, ge=1)
+    inner_steps: int = Field(default=JKOSolverConfig.inner_steps, ge=1)
+    batch: int = Field(default=JKOSolverConfig.batch, ge=2)
+    lr: float = Field(default=JKOSolverConfig.lr, gt=0)
+    width: int = Field(default=JKOSolverConfig.width, ge=1)
+    depth: int = Field(default=JKOSolverConfig.depth, ge=1)
+    n: int = Field(default=JKOSolverConfig.n, ge=2)
+    n_target: int | None = Field(default=None, ge=2)
+
+    NEEDS_DOMAIN: ClassVar[bool] = False
+
+    def build(self, loc: Loc, dim: int) -> JKOSolverConfig:
+        self._check_common(loc, "jko")
+        return JKOSolverConfig(
+            **self._common(), divergence=self.divergence, tau=self.tau,
+            outer_steps=self.outer_steps, inner_steps=self.inner_steps, batch=self.batch,
+            lr=self.lr, width=self.width, depth=self.depth, n=self.n, n_target=self.n_target,
+        )

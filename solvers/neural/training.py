@@ -1,0 +1,293 @@
+"""Training loop of the neural solver: generator (potential) and critic steps, checkpoints, resume,
+and the non-finite guard.
+
+One iteration (batch of B source samples x0 ~ ρ0):
+
+1. integrate the characteristics from 0 to T (dynamics.integrate): x_T, ell_T, K_T, H_T;
+2. critic kinds: ``critic_steps`` ascent steps on E_P[φ] − Λ_Q(φ) (− gradient penalty) with P the
+   detached x_T and fresh target batches Q;
+3. generator step on  J_B = mean K_T + Ĝ + hj_weight·mean H_T/T + terminal_weight·R_T  with Ĝ the
+   generator's share of the terminal cost (terminal.py) and R_T the terminal residual:
+   mean |∇U(x_T, T) − ∇φ(x_T)|² (critic kinds) or Var[U(x_T, T) − log(ρ_T/π)(x_T)] (KL).
+
+Source batches are antithetic (x, 2m − x) for symmetric sources when ``antithetic`` is set.
+Randomness: all samples come from one numpy Generator and one torch Generator seeded by the
+scenario's seed; their states are in the checkpoint, so a resumed run on CPU reproduces the
+uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mfg.distributions import Distribution, Gaussian, Uniform
+from mfg.scenario import Scenario
+from solvers.neural.dynamics import Dynamics, integrate, resolve_divergence
+from solvers.neural.networks import Critic, Potential, gradient_penalty
+from solvers.neural.terminal import (
+    CRITIC_KINDS,
+    critic_objective,
+    sample_divergence,
+    torch_log_density,
+)
+
+#: per-iteration history keys (equal-length lists)
+HISTORY_KEYS = ("loss", "kinetic_energy", "terminal_cost", "hj_penalty", "terminal_penalty",
+                "critic_objective", "lr")
+#: settings that must agree between a checkpoint and the run that resumes it
+ARCHITECTURE_KEYS = ("width", "depth", "quadratic", "critic_width", "critic_depth", "lipschitz",
+                     "dtype")
+CHECKPOINT_FORMAT = 1
+#: sources symmetric about their mean (antithetic sampling applies)
+SYMMETRIC_SOURCES = (Gaussian, Uniform)
+
+
+class NeuralTrainingError(RuntimeError):
+    """Training stopped (non-finite values, bad checkpoint); the message says what to do."""
+
+
+def rademacher(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """±1 entries with probability ½ each, dtype and device of ``like``."""
+    r = torch.randint(0, 2, shape, generator=gen, device=like.device)
+    return (2 * r - 1).to(like.dtype)
+
+
+def source_batch(src: Distribution, n: int, rng: np.random.Generator,
+                 antithetic: bool) -> np.ndarray:
+    """n source samples (n, d); with ``antithetic`` and a source symmetric about its mean
+    (Gaussian, uniform box), half of them are the reflections 2m − x of the other half, which
+    cancels the odd part of the sampling noise (the noise on the terminal mean, above all)."""
+    if not (antithetic and isinstance(src, SYMMETRIC_SOURCES)):
+        return src.sample(n, rng)
+    half = src.sample((n + 1) // 2, rng)
+    return np.concatenate([half, 2 * src.mean() - half])[:n]
+
+
+class Trainer:
+    """State of one training run: networks, optimizers, random generators, history."""
+
+    def __init__(self, scenario: Scenario, device: torch.device, dtype: torch.dtype):
+        cfg = scenario.solver
+        self.scenario, self.cfg, self.device, self.dtype = scenario, cfg, device, dtype
+        self.term = scenario.terminal
+        self.dim, self.lam, self.T = scenario.dim, scenario.lam, scenario.T
+        torch.manual_seed(scenario.seed)
+        self.potential = Potential(self.dim, cfg.width, cfg.depth, cfg.quadratic,
+                                   scale=self.lam).to(device, dtype)
+        self.opt = torch.optim.Adam(self.potential.parameters(), lr=cfg.lr)
+        self.critic: Critic | None = None
+        self.critic_opt: torch.optim.Optimizer | None = None
+        if self.term.kind in CRITIC_KINDS:
+            self.critic = Critic(self.dim, self.term.L, cfg.critic_width, cfg.critic_depth,
+                                 spectral=cfg.lipschitz == "spectral").to(device, dtype)
+            self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr,
+                                               betas=(0.5, 0.9))
+        self.rng = np.random.default_rng(scenario.seed)
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(scenario.seed)
+        self.needs_logp = self.term.kind == "f"
+        self.divergence = resolve_divergence(cfg.divergence, self.dim)
+        self.log_pi = torch_log_density(scenario.target) if self.needs_logp else None
+        self.sample_div = (sample_divergence(self.term)
+                           if self.term.kind in ("mmd", "sinkhorn") else None)
+        self.dyn = Dynamics(self.potential, self.lam,
+                            self.divergence if self.needs_logp else None,
+                            hj=cfg.hj_weight > 0, train=True)
+        self.iteration = 0
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.last_checkpoint: tuple[str, int] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    def tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=self.dtype, device=self.device)
+
+    def _check(self, name: str, value: torch.Tensor, parts: dict[str, float]) -> None:
+        if bool(torch.isfinite(value).all()):
+            return
+        where = (f"last good checkpoint: {self.last_checkpoint[0]} (iteration "
+                 f"{self.last_checkpoint[1]})" if self.last_checkpoint else "no checkpoint saved")
+        detail = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+        raise NeuralTrainingError(
+            f"non-finite {name} at iteration {self.iteration + 1} ({detail}); {where}; "
+            "lower solver.lr, raise solver.nt or use solver.dtype=float64"
+        )
+
+    def lr_at(self, iteration: int) -> float:
+        """lr · lr_decay^(iteration/max_iter)."""
+        return self.cfg.lr * self.cfg.lr_decay ** (iteration / self.cfg.max_iter)
+
+    def _critic_steps(self, x_t: torch.Tensor, batch: int) -> float:
+        cfg, critic = self.cfg, self.critic
+        obj = torch.zeros(())
+        for _ in range(cfg.critic_steps):
+            y = self.tensor(self.scenario.target.sample(batch, self.rng))
+            obj = critic_objective(self.term, critic, critic(x_t), critic(y))
+            loss = -obj
+            if cfg.lipschitz == "penalty" and cfg.gp_weight > 0:
+                loss = loss + cfg.gp_weight * gradient_penalty(critic, x_t, y, self.gen)
+            self._check("critic loss", loss, {"critic_objective": float(obj.detach())})
+            self.critic_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.critic_opt.step()
+        return float(obj.detach())
+
+    def step(self) -> None:
+        """One generator iteration (module docstring)."""
+        cfg, src = self.cfg, self.scenario.source
+        batch = cfg.batch_size
+        x0_np = source_batch(src, batch, self.rng, cfg.antithetic)
+        x0 = self.tensor(x0_np)
+        if self.needs_logp and self.divergence == "hutchinson":
+            self.dyn.noise = rademacher(tuple(x0.shape), x0, self.gen)
+        times = torch.tensor([0.0, self.T], dtype=self.dtype, device=self.device)
+        xs, ells, ks, hs = integrate(self.dyn, x0, times, cfg.method, cfg.nt, cfg.adjoint,
+                                     cfg.rtol, cfg.atol)
+        x_t, ell, kin = xs[-1], ells[-1], ks[-1]
+        ke = kin.mean()
+        critic_obj = math.nan
+        if self.critic is not None:
+            critic_obj = self._critic_steps(x_t.detach(), batch)
+            g_gen = self.critic(x_t).mean()
+            g_report = critic_obj
+        elif self.needs_logp:
+            g = self.tensor(src.log_density(x0_np)) + ell - self.log_pi(x_t)
+            g_gen = g.mean()
+            g_report = float(g_gen.detach())
+        else:
+            y = self.tensor(self.scenario.target.sample(batch, self.rng))
+            g_gen = self.sample_div(x_t, y)
+            g_report = float(g_gen.detach())
+        loss = ke + g_gen
+        hj_pen = hs[-1].mean() / self.T
+        if cfg.hj_weight > 0:
+            loss = loss + cfg.hj_weight * hj_pen
+        term_pen = torch.zeros((), dtype=self.dtype, device=self.device)
+        if cfg.terminal_weight > 0:
+            term_pen = self.terminal_penalty(x_t, g if self.needs_logp else None)
+            loss = loss + cfg.terminal_weight * term_pen
+        parts = {"kinetic_energy": float(ke.detach()), "terminal_cost": g_report}
+        self._check("loss", loss, parts)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in self.potential.parameters():
+            if p.grad is not None:
+                self._check("gradient", p.grad, parts)
+        self.opt.step()
+        self.iteration += 1
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.iteration)
+        loss, ke, hj_pen, term_pen = (v.detach() for v in (loss, ke, hj_pen, term_pen))
+        # the objective's estimate (for critic kinds the generator's loss holds E_P[φ], whose
+        # constant is arbitrary; the critic's objective is the terminal cost)
+        objective = float(ke) + g_report + float(loss - ke - g_gen.detach())
+        rec = {"loss": objective, "kinetic_energy": float(ke), "terminal_cost": g_report,
+               "hj_penalty": float(hj_pen), "terminal_penalty": float(term_pen),
+               "critic_objective": critic_obj, "lr": self.opt.param_groups[0]["lr"]}
+        for k in HISTORY_KEYS:
+            self.history[k].append(rec[k])
+
+    def terminal_penalty(self, x_t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        """R_T: mean |∇U(x_T, T) − ∇φ(x_T)|² (critic) or Var[U(x_T, T) − g] with g = log ρ_T/π."""
+        if not x_t.requires_grad:
+            x_t = x_t.detach().requires_grad_(True)
+        u, gx, _, _ = self.potential.derivatives(x_t, self.T)
+        if self.critic is not None:
+            (gphi,) = torch.autograd.grad(self.critic(x_t).sum(), x_t, create_graph=True)
+            return ((gx - gphi) ** 2).sum(dim=1).mean()
+        if g is not None:
+            return torch.var(u - g)
+        raise NeuralTrainingError(
+            f"solver.terminal_weight: no terminal residual for terminal kind {self.term.kind!r} "
+            "(it exists for f, lipschitz_f and w1)")
+
+    # ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "iteration": self.iteration,
+            "architecture": {k: getattr(self.cfg, k) for k in ARCHITECTURE_KEYS},
+            "dim": self.dim,
+            "seed": self.scenario.seed,
+            "potential": self.potential.state_dict(),
+            "opt": self.opt.state_dict(),
+            "critic": None if self.critic is None else self.critic.state_dict(),
+            "critic_opt": None if self.critic_opt is None else self.critic_opt.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_gen": self.gen.get_state(),
+            "history": {k: list(v) for k, v in self.history.items()},
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write a checkpoint atomically (temporary file renamed onto ``path``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        self.last_checkpoint = (str(path), self.iteration)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` for the same architecture."""
+        path = Path(path)
+        if not path.is_file():
+            raise NeuralTrainingError(f"solver.resume: no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise NeuralTrainingError(f"solver.resume: cannot read checkpoint {path}: "
+                                      f"{type(err).__name__}") from None
+        arch = {k: getattr(self.cfg, k) for k in ARCHITECTURE_KEYS}
+        if state.get("architecture") != arch or state.get("dim") != self.dim:
+            raise NeuralTrainingError(
+                f"solver.resume: checkpoint {path} was written for dim={state.get('dim')}, "
+                f"{state.get('architecture')}; this run has dim={self.dim}, {arch}")
+        self.potential.load_state_dict(state["potential"])
+        self.opt.load_state_dict(state["opt"])
+        if self.critic is not None:
+            self.critic.load_state_dict(state["critic"])
+            self.critic_opt.load_state_dict(state["critic_opt"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.gen.set_state(state["torch_gen"].cpu())  # a generator's state lives on the CPU
+        self.iteration = int(state["iteration"])
+        self.history = {k: list(state["history"].get(k, [])) for k in HISTORY_KEYS}
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.iteration)
+        self.last_checkpoint = (str(path), self.iteration)
+
+
+def train(trainer: Trainer, checkpoint: str | None,
+          callback: Callable[[Trainer], None] | None = None) -> None:
+    """Run iterations up to ``cfg.max_iter`` (resuming from ``checkpoint`` if ``cfg.resume``),
+    checkpointing every ``cfg.checkpoint_every`` iterations and at the end; ``callback(trainer)``
+    after each iteration (tests use it to interrupt)."""
+    cfg = trainer.cfg
+    if cfg.resume:
+        trainer.load(checkpoint)
+    bar = tqdm(total=cfg.max_iter, initial=trainer.iteration, desc="neural",
+               disable=None if cfg.progress else True, dynamic_ncols=True)
+    try:
+        while trainer.iteration < cfg.max_iter:
+            trainer.step()
+            h = trainer.history
+            bar.update(1)
+            if trainer.iteration % 10 == 0 or trainer.iteration == cfg.max_iter:
+                bar.set_postfix(loss=f"{h['loss'][-1]:.4g}", ke=f"{h['kinetic_energy'][-1]:.4g}",
+                                G=f"{h['terminal_cost'][-1]:.4g}")
+            if (checkpoint and cfg.checkpoint_every
+                    and trainer.iteration % cfg.checkpoint_every == 0):
+                trainer.save(checkpoint)
+            if callback is not None:
+                callback(trainer)
+        if checkpoint and (cfg.checkpoint_every or cfg.resume):
+            if trainer.last_checkpoint is None or trainer.last_checkpoint[1] != trainer.iteration:
+                trainer.save(checkpoint)
+    finally:
+        bar.close()
