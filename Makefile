@@ -36,6 +36,11 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/grid.py
+	$(PY) bench/convergence.py
+	$(PY) bench/particles.py table
+	$(PY) bench/particles.py timing
+	$(PY) bench/neural.py
+	$(PY) bench/neural.py --pinwheel
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -141,6 +141,11 @@ def solver_options(scenario: Any, args: argparse.Namespace, out: Path) -> Any:
     checkpoint = changes.get("checkpoint", getattr(cfg, "checkpoint", None))
     if changes.get("resume") and not Path(checkpoint).is_file():
         raise CliError(f"--resume: no checkpoint at {checkpoint}")
+    if changes.get("device", getattr(cfg, "device", None)) == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("solver.device: cuda requested but torch sees no CUDA GPU here")
     if not changes:
         return scenario
     return dataclasses.replace(scenario, solver=dataclasses.replace(cfg, **changes))
