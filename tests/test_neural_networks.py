@@ -17,16 +17,6 @@ from solvers.neural.networks import Critic, Potential
 from solvers.neural.terminal import critic_objective, torch_log_density
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The networks here are small: a second torch thread brings nothing, and on a busy 2-core
-    machine OpenMP's wait for it made steps ~100x slower (measured: 6.7 s instead of 0.07 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_potential(dim: int, seed: int = 0) -> Potential:
     torch.manual_seed(seed)
     pot = Potential(dim, width=16, depth=2, quadratic=True, scale=0.7).double()

@@ -39,15 +39,6 @@ seed: 3
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The networks here are small: a second torch thread brings nothing, and on a busy 2-core
-    machine OpenMP's wait for it made steps ~100x slower (measured: 6.7 s instead of 0.07 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(tmp_path: Path, *overrides: str):
     return parse_scenario(TINY, overrides=[f"solver.checkpoint={tmp_path / 'run.ckpt'}",

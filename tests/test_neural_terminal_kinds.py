@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mfg.metrics import sinkhorn_divergence
 from mfg.scenario import parse_scenario
@@ -28,15 +27,6 @@ solver: {{kind: neural, width: 16, depth: 1, nt: 2, batch_size: 256, max_iter: {
 seed: 1
 """
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The networks here are small: a second torch thread brings nothing, and on a busy 2-core
-    machine OpenMP's wait for it made steps ~100x slower (measured: 6.7 s instead of 0.07 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

@@ -27,15 +27,6 @@ from solvers.particle.kernels import keops_available, kernel_grad_sum, softmax_s
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tests run many small torch ops: one intra-op thread. On a loaded 2-core machine
-    two threads made them 50x slower (OpenMP barriers waiting on a descheduled thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def cfg(**kw: object) -> SimpleNamespace:
     """Field settings with the defaults of mfg.settings.particle (torch backend)."""

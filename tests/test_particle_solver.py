@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mfg.results import read_result
 from mfg.scenario import Scenario, ScenarioError, load_scenario
@@ -21,15 +20,6 @@ from solvers.particle import solve
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tests run many small torch ops: one intra-op thread. On a loaded 2-core machine
-    two threads made them 50x slower (OpenMP barriers waiting on a descheduled thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 SCENARIOS = REPO / "scenarios"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
