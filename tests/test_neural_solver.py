@@ -159,8 +159,9 @@ def test_cli_solve_resume_and_device(tmp_path, capsys):
                      str(tmp_path / "g.h5"), "--resume"]) == 2
     assert "--resume: the grid solver has no resume setting" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert cli.main([*args, "--device", "cuda"]) == 1
-        assert "cuda requested but torch sees no GPU" in capsys.readouterr().err
+        # bad input, not an internal failure: exit 2, one line, nothing written
+        assert cli.main([*args, "--device", "cuda"]) == 2
+        assert "cuda requested but torch sees no CUDA GPU" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
