@@ -35,7 +35,8 @@ class _CommonConfig:
     device: torch device (``cpu``, ``cuda``, ``cuda:1``); dtype: ``float32`` | ``float64``;
     progress: tqdm bar (off when not on a terminal); eval_every: steps between evaluations of
     the Sinkhorn divergence to ``eval_n`` fresh target samples (blur 0.05, p 2); backend:
-    kernel sums by ``auto`` (KeOps when pykeops loads) | ``torch`` (chunked) | ``keops``; chunk:
+    kernel sums by ``auto`` (KeOps on CUDA when pykeops loads, else torch) | ``torch``
+    (chunked) | ``keops``; chunk:
     rows per torch block (0: automatic); kernel, bandwidth h, riesz_a: the kernel of ``mmd``
     (and of ``kde_kl``: Gaussian with h); L, critic_*, gp_weight: the critic of ``lipschitz_f``
     / ``kl_dv`` (Lipschitz bound, Adam steps per particle step, learning rate, width, penalty).
@@ -92,26 +93,32 @@ class ParticleSolverConfig(_FieldConfig):
 
 
 @dataclass(frozen=True)
-class GeneratorSolverConfig(_FieldConfig):
-    """One-step generator g_θ(z) = z + MLP(z), z ~ source, trained ``train_steps`` Adam steps
-    (``lr``, ``batch`` samples) on ‖g_θ(z) − stopgrad(g_θ(z) + η V(g_θ(z)))‖², V the field against
-    ``batch`` target samples from a bank of ``n_target`` (default 10·batch); ``n`` samples of the
-    trained generator are the result."""
+class _NetworkConfig(_CommonConfig):
+    """The generator network and its training: an MLP of ``width`` × ``depth`` trained by Adam
+    (``lr``) on batches of ``batch``; ``n`` samples of the trained generator are the result, and
+    ``n_target`` target samples (default 10·batch) are drawn once as the bank batches come from."""
 
-    kind: str = "generator"
-    eta: float = 1.0
-    train_steps: int = 2000
     batch: int = 512
     lr: float = 1e-3
     width: int = 128
     depth: int = 3
     n: int = 2000
     n_target: int | None = None
+
+
+@dataclass(frozen=True)
+class GeneratorSolverConfig(_FieldConfig, _NetworkConfig):
+    """One-step generator g_θ(z) = z + MLP(z), z ~ source, trained ``train_steps`` Adam steps on
+    ‖g_θ(z) − stopgrad(g_θ(z) + η V(g_θ(z)))‖², V the field against a batch of target samples."""
+
+    kind: str = "generator"
+    eta: float = 1.0
+    train_steps: int = 2000
     n_snapshots: int = 11
 
 
 @dataclass(frozen=True)
-class JKOSolverConfig(_CommonConfig):
+class JKOSolverConfig(_NetworkConfig):
     """Parametric JKO: g_{k+1} = argmin_θ D(g_θ#μ‖π) + E‖g_θ(z) − g_k(z)‖²/(2τ) for
     ``outer_steps`` steps of ``inner_steps`` Adam steps, g_0 = identity, μ the source; ``tau``
     None drops the proximal term (plain minimization of D, outer × inner steps). divergence:
@@ -123,12 +130,6 @@ class JKOSolverConfig(_CommonConfig):
     tau: float | None = 1.0
     outer_steps: int = 20
     inner_steps: int = 100
-    batch: int = 512
-    lr: float = 1e-3
-    width: int = 128
-    depth: int = 3
-    n: int = 2000
-    n_target: int | None = None
 
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
@@ -211,45 +212,44 @@ class ParticleSolverSpec(_FieldSpec):
                                     n_snapshots=self.n_snapshots, n_traj=self.n_traj)
 
 
-class GeneratorSolverSpec(_FieldSpec):
+class _NetworkSpec(_CommonSpec):
+    batch: int = Field(default=_NetworkConfig.batch, ge=2)
+    lr: float = Field(default=_NetworkConfig.lr, gt=0)
+    width: int = Field(default=_NetworkConfig.width, ge=1)
+    depth: int = Field(default=_NetworkConfig.depth, ge=1)
+    n: int = Field(default=_NetworkConfig.n, ge=2)
+    n_target: int | None = Field(default=None, ge=2)
+
+    def _network(self) -> dict[str, Any]:
+        names = set(_NetworkSpec.model_fields) - set(_CommonSpec.model_fields)
+        return {name: getattr(self, name) for name in names}
+
+
+class GeneratorSolverSpec(_FieldSpec, _NetworkSpec):
     kind: Literal["generator"]
     eta: float = Field(default=GeneratorSolverConfig.eta, gt=0)
     train_steps: int = Field(default=GeneratorSolverConfig.train_steps, ge=1)
-    batch: int = Field(default=GeneratorSolverConfig.batch, ge=2)
-    lr: float = Field(default=GeneratorSolverConfig.lr, gt=0)
-    width: int = Field(default=GeneratorSolverConfig.width, ge=1)
-    depth: int = Field(default=GeneratorSolverConfig.depth, ge=1)
-    n: int = Field(default=GeneratorSolverConfig.n, ge=2)
-    n_target: int | None = Field(default=None, ge=2)
     n_snapshots: int = Field(default=GeneratorSolverConfig.n_snapshots, ge=2)
 
     def build(self, loc: Loc, dim: int) -> GeneratorSolverConfig:
         return GeneratorSolverConfig(
-            **self._fields(loc), eta=self.eta, train_steps=self.train_steps, batch=self.batch,
-            lr=self.lr, width=self.width, depth=self.depth, n=self.n, n_target=self.n_target,
+            **self._fields(loc), **self._network(), eta=self.eta, train_steps=self.train_steps,
             n_snapshots=self.n_snapshots,
         )
 
 
-class JKOSolverSpec(_CommonSpec):
+class JKOSolverSpec(_NetworkSpec):
     kind: Literal["jko"]
     divergence: Literal["kl_dv", "lipschitz_f", "mmd"] = "mmd"
     tau: float | None = Field(default=JKOSolverConfig.tau, gt=0)
     outer_steps: int = Field(default=JKOSolverConfig.outer_steps, ge=1)
     inner_steps: int = Field(default=JKOSolverConfig.inner_steps, ge=1)
-    batch: int = Field(default=JKOSolverConfig.batch, ge=2)
-    lr: float = Field(default=JKOSolverConfig.lr, gt=0)
-    width: int = Field(default=JKOSolverConfig.width, ge=1)
-    depth: int = Field(default=JKOSolverConfig.depth, ge=1)
-    n: int = Field(default=JKOSolverConfig.n, ge=2)
-    n_target: int | None = Field(default=None, ge=2)
 
     NEEDS_DOMAIN: ClassVar[bool] = False
 
     def build(self, loc: Loc, dim: int) -> JKOSolverConfig:
         self._check_common(loc, "jko")
         return JKOSolverConfig(
-            **self._common(), divergence=self.divergence, tau=self.tau,
-            outer_steps=self.outer_steps, inner_steps=self.inner_steps, batch=self.batch,
-            lr=self.lr, width=self.width, depth=self.depth, n=self.n, n_target=self.n_target,
+            **self._common(), **self._network(), divergence=self.divergence, tau=self.tau,
+            outer_steps=self.outer_steps, inner_steps=self.inner_steps,
         )
