@@ -21,18 +21,41 @@ converges for any γ > 0. The multiplier of the continuity constraint gives the 
 the projection step moves U by −Aᵀp, and at the fixed point U(t_{k+½}, x_i) = −p/γ solves the
 discrete Hamilton–Jacobi equation −∂tU + |∇U|²/(2λ) = 0 with U(T) = δG/δρ. The multiplier q of
 Beckmann's constraint gives the Kantorovich–Lipschitz potential φ* = dt·q/γ, |∇φ*| ≤ L.
+
+Units of time. The splitting is not invariant to a change of metric: its steps are Euclidean
+projections, so how far each iteration moves ρ versus m depends on their units. In physical time
+the continuity rows weigh ρ by 1/dt and m by 1/dx_j; for T ≪ 1 (dt ≪ dx) the projection
+satisfies ∂tρ + ∇·m = 0 almost only by moving ρ, the momenta (of size 1/T) barely move, and the
+run stalls far from the optimum (1-D KL case at τ = 1, 3000 iterations: terminal mean 390% off
+for T = 1e-4, terminal standard deviation 5% off for T = 100). The iteration therefore runs in
+*reference time* t' = t/T ∈ [0, 1]: with m' = T m (∂t'ρ + ∇·m' = 0) and λ' = λ/T = 1/τ,
+
+    λ ∫0^T ∫ |m|²/(2ρ) dx dt = λ' ∫0^1 ∫ |m'|²/(2ρ) dx dt',
+
+G and the value function are unchanged (−∂t'U + |∇U|²/(2λ') = 0 is the same equation), so the
+iterates depend on (T, λ) only through τ, exactly as the continuous problem does; the objective
+is the same number in both units. :func:`douglas_rachford` converts back at the end.
+
+Step size. Scaling the objective by c > 0 is the same iteration as the step cγ, so the step
+given (``gamma``, tuned at τ = 1) is applied to the reference problem divided by the smaller of
+its two weights, λ' = 1/τ on the kinetic term and 1 on G: the step used is γ·max(1, τ). For
+``fixed`` G has no weight (the minimizer does not depend on λ at all) and the step is γ·τ, which
+makes the iterates independent of (T, λ) altogether. Measured on the 1-D KL case (64 cells,
+16 steps, 3000 iterations): the objective is within 2e-4 of the closed form for τ from 1e-6 to
+1e4 this way, while a step of γ at every τ leaves it 8% off at τ = 100.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from mfg.divergences import FDivergence, f_divergence_on_grid
 from mfg.grid import Grid
+from mfg.residuals import ZERO_FRACTION
 from solvers.grid.projections import ContinuityProjection, InterpolationProx
 from solvers.grid.proximal import prox_kinetic, shrink, terminal_prox
 from solvers.grid.staggered import Fields, Layout, interpolate_rho
@@ -73,6 +96,22 @@ class GridProblem:
     @property
     def cell_times(self) -> Array:
         return (np.arange(self.nt) + 0.5) * self.dt
+
+    @property
+    def velocity_scale(self) -> float:
+        """diam/T: the speed that crosses the domain (its diagonal) in time T."""
+        return float(np.hypot.reduce([hi - lo for lo, hi in self.grid.bounds])) / self.T
+
+    @property
+    def value_scale(self) -> float:
+        """λ·diam²/T: the value function of moving mass across the domain in time T
+        (|∇U| = λ|v|, integrated over diam); the same number in reference time."""
+        return self.lam * self.velocity_scale**2 * self.T
+
+    def in_reference_time(self) -> GridProblem:
+        """The same problem with time in units of T: T' = 1, λ' = λ/T = 1/τ (module docstring);
+        momenta of its solution are m' = T m, densities and the value function are unchanged."""
+        return replace(self, T=1.0, lam=self.lam / self.T)
 
     def kinetic_energy(self, rho_bar: Array, m_bars: list[Array]) -> float:
         """λ ∫∫ |m|²/(2ρ) dx dt on the centred grid (0 where m = 0, +∞ where ρ = 0 < |m|)."""
@@ -174,8 +213,52 @@ def douglas_rachford(
     """Run the splitting until the KKT residual max(primal, dual) < ``tol`` or ``max_iter``.
 
     primal residual: ‖y − x‖/‖y‖ (distance between the two constraint sets' iterates);
-    dual residual: ‖U_k − U_{k−1}‖/‖U_k‖ for the value function U = −p/γ.
+    dual residual: ‖U_k − U_{k−1}‖/‖U_k‖ for the value function U = −p/γ, with ‖U_k‖ floored
+    at ZERO_FRACTION of the value scale (a solution at rest, U ≈ 0, stops instead of comparing
+    rounding with rounding until ``max_iter``).
+
+    The iteration runs on ``problem.in_reference_time()`` (T' = 1, λ' = 1/τ; ``callback`` sees
+    those iterates, momenta m' = T m); the returned state is in ``problem``'s units of time.
     """
+    state = _split(problem.in_reference_time(), gamma=reference_step(problem, gamma),
+                   max_iter=max_iter, tol=tol, relaxation=relaxation, progress=progress,
+                   callback=callback)
+    _to_physical_time(state, problem)
+    return state
+
+
+def reference_step(problem: GridProblem, gamma: float) -> float:
+    """The step of the reference-time iteration for the step ``gamma`` given at τ = 1:
+    γ·τ for ``fixed``, γ·max(1, τ) otherwise (module docstring, "Step size")."""
+    tau = problem.T / problem.lam
+    return gamma * (tau if problem.terminal == "fixed" else max(1.0, tau))
+
+
+def _to_physical_time(state: SplittingState, problem: GridProblem) -> None:
+    """Convert a state of ``problem.in_reference_time()`` to ``problem``'s time in place:
+    m = m'/T on every iterate; dt = T dt' with q = q'/T so that φ* = dt·q/γ is unchanged. U = −p/γ,
+    the densities, Beckmann's flux (a spatial quantity) and σ need no change."""
+    scale = 1.0 / problem.T
+    for vec in (state.z, state.x, state.y):
+        f = state.layout.views(vec)
+        for block in (*f.m, *f.m_bar):
+            block *= scale
+    if state.q is not None:
+        state.q = state.q * scale
+    state.dt = problem.dt
+
+
+def _split(
+    problem: GridProblem,
+    *,
+    gamma: float,
+    max_iter: int,
+    tol: float,
+    relaxation: float,
+    progress: bool,
+    callback: Callable[[SplittingState], None] | None,
+) -> SplittingState:
+    """The Douglas–Rachford loop on ``problem`` as given (see :func:`douglas_rachford`)."""
     grid = problem.grid
     layout = Layout(problem.nt, grid.n, problem.beckmann, problem.terminal == "lipschitz_f")
     projection = ContinuityProjection(
@@ -198,6 +281,7 @@ def douglas_rachford(
         hist[key] = []
     xf, yf = layout.views(x), layout.views(y)
     u_prev = None
+    u_floor = max(ZERO_FRACTION * problem.value_scale * np.sqrt(state.p.size), 1e-300)
     # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
     bar = tqdm(total=max_iter, disable=None if progress else True, desc="grid", unit="it")
     try:
@@ -217,7 +301,7 @@ def douglas_rachford(
             u = state.value_function
             primal = float(np.linalg.norm(diff) / max(np.linalg.norm(y), 1e-300))
             dual = (
-                float(np.linalg.norm(u - u_prev) / max(np.linalg.norm(u), 1e-300))
+                float(np.linalg.norm(u - u_prev) / max(np.linalg.norm(u), u_floor))
                 if u_prev is not None
                 else 1.0
             )
