@@ -1,7 +1,8 @@
 """Grid solver benchmark: cost per iteration against one DCT, iterations to tolerance, the whole
 solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory and time.
 
-    python bench/grid.py [--sizes 32,64,128] [--nt 16] [--tol 1e-5] [--threads 1]
+    python bench/grid.py [--bfm-only] [--bfm-sizes 64,128,256] [--bfm-size-3d 32] [--bfm-tol 1e-3]
+                         [--sizes 32,64,128] [--nt 16] [--tol 1e-5] [--threads 1]
                          [--w1-sizes 32,64] [--sizes-3d 16,32] [--nt-3d 8]
 
 1. Fixed endpoint: the shared scenario ``mixture_fixed_2d`` (two-component mixture → Gaussian)
@@ -10,6 +11,10 @@ solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory 
    time of ``ot.emd2`` between the two discrete densities (n² atoms each), with (2T/λ)·KE vs W2².
 2. W1 proximal: ``circle_lipschitz_2d`` (Gaussian → circle, lipschitz_f with KL): seconds per
    iteration ÷ one DCT, iterations to tolerance, max |∇φ*| against L.
+0. Back-and-forth (solver.method: bfm; run first, alone with --bfm-only): for n² fixed
+   mixtures and the n³ KL case, iterations until the certified relative gap is <= --bfm-tol
+   (or --bfm-max-iter), seconds, seconds ÷ one dctn of the spatial grid, ÷ ot.emd2 where the
+   n² × n² cost matrix fits (n <= 128), both bounds ÷ emd2's value, peak traced memory.
 3. 3-D: the Gaussian KL case on n³ cells: seconds per iteration ÷ one DCT, and the peak memory
    of the iteration (tracemalloc, which sees numpy's buffers) against the size of one iterate.
 """
@@ -41,6 +46,12 @@ def main() -> None:
     parser.add_argument("--sizes-3d", default="16,32")
     parser.add_argument("--nt-3d", type=int, default=8)
     parser.add_argument("--iters-3d", type=int, default=30)
+    parser.add_argument("--bfm-sizes", default="64,128,256",
+                        help="2-D sizes of the back-and-forth section (fixed mixture)")
+    parser.add_argument("--bfm-size-3d", type=int, default=32)
+    parser.add_argument("--bfm-tol", type=float, default=1e-3)
+    parser.add_argument("--bfm-max-iter", type=int, default=100)
+    parser.add_argument("--bfm-only", action="store_true", help="only the back-and-forth section")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -56,6 +67,9 @@ def main() -> None:
     from solvers.grid.douglas_rachford import douglas_rachford
     from solvers.grid.solver import DEFAULT_GAMMA, RELAXATION, discretize, lipschitz_constant
 
+    bfm_section(args, np, scipy.fft, ot, load_scenario, discretize)
+    if args.bfm_only:
+        return
     print(f"grid benchmark: threads={args.threads} nt={args.nt} tol={args.tol:g} "
           f"gamma={DEFAULT_GAMMA} relaxation={RELAXATION}")
     header = (f"{'n':>5} {'iters':>6} {'conv':>5} {'s/iter':>9} {'s/dctn':>9} {'iter/dctn':>9} "
@@ -137,6 +151,53 @@ def main() -> None:
         print(f"{n:>5} {args.nt_3d * n**3:>9} {per_iter:>9.2e} "
               f"{per_iter / dct_seconds((args.nt_3d, n, n, n)):>9.1f} {peak / 2**20:>9.1f} "
               f"{iterate / 2**20:>11.1f} {peak / iterate:>12.1f}", flush=True)
+
+
+def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
+    """Back-and-forth (static JKO step, certified bounds): iterations and seconds until the
+    relative gap (upper − lower)/upper <= --bfm-tol (or --bfm-max-iter), seconds ÷ one dctn of
+    the spatial grid, ÷ ot.emd2 on the same densities (n <= 128), peak traced memory."""
+    from solvers.grid.back_and_forth import BackAndForth, TerminalDual
+
+    print(f"back-and-forth: tol={args.bfm_tol:g} max_iter={args.bfm_max_iter}")
+    print(f"{'case':>14} {'iters':>5} {'gap':>9} {'solve s':>8} {'solve/dctn':>10} "
+          f"{'emd2 s':>7} {'solve/emd2':>10} {'lower/W':>9} {'upper/W':>9} {'peak MiB':>8}")
+    cases = [("mixture_fixed_2d.yaml", [f"solver.n={n}"], f"fixed {n}^2")
+             for n in (int(s) for s in args.bfm_sizes.split(","))]
+    n3 = args.bfm_size_3d
+    cases.append(("gaussian_kl_2d.yaml", [
+        "dim=3", "source.mean=[-1, 0.5, 0]", "source.std=[0.5, 0.6, 0.5]",
+        "target.mean=[1, -0.5, 0]", "target.std=[0.7, 0.4, 0.5]",
+        "domain.bounds=[[-4, 4], [-4, 4], [-3, 3]]", f"solver.n={n3}"], f"kl {n3}^3"))
+    for name, overrides, label in cases:
+        sc = load_scenario(ROOT / "scenarios" / name, [*overrides, "solver.progress=false"])
+        p = discretize(sc)
+        x = np.random.default_rng(0).standard_normal(p.grid.n)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            fft.dctn(x, type=2, norm="ortho")
+        t_dct = (time.perf_counter() - t0) / 10
+        term = TerminalDual(p.terminal, p.rho1, p.grid.cell_volume, p.divergence)
+        t0 = time.perf_counter()
+        st = BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(args.bfm_tol, args.bfm_max_iter)
+        t_solve = time.perf_counter() - t0
+        # memory: a separate 1-iteration run under tracemalloc (which slows numpy down)
+        tracemalloc.start()
+        BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(args.bfm_tol, 1)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        t_emd, ref = float("nan"), float("nan")
+        if p.terminal == "fixed" and np.prod(p.grid.n) <= 128**2:
+            pts = p.grid.mesh().reshape(-1, p.grid.dim)
+            h = p.grid.cell_volume
+            t0 = time.perf_counter()
+            ref = ot.emd2(p.rho0.ravel() * h, p.rho1.ravel() * h, ot.dist(pts, pts),
+                          numItermax=10**8) / (2 * p.T / p.lam)
+            t_emd = time.perf_counter() - t0
+        print(f"{label:>14} {st.iterations:>5} {st.relative_gap:>9.2e} {t_solve:>8.2f} "
+              f"{t_solve / t_dct:>10.0f} {t_emd:>7.2f} {t_solve / t_emd:>10.2f} "
+              f"{st.lower / ref:>9.5f} {st.upper / ref:>9.5f} {peak / 2**20:>8.1f}", flush=True)
+    print()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,298 @@
+"""The back-and-forth method (Jacobs & Léger 2020; Jacobs, Lee & Léger 2021) for one JKO step.
+
+The dynamic problem (DESIGN.md §1) equals the static JKO step of size τ = T/λ,
+
+    min over ρ_T   W2²(ρ0, ρ_T)/(2τ) + G(ρ_T),
+
+posed here between the atoms of the grid (masses μ_i = ρ0_i h at the cell centres; h the cell
+volume), the problem POT's ``ot.emd2`` solves for ``fixed``. Its dual, with c(x, y) = |x−y|²/(2τ),
+
+    J(φ) = Σ_i μ_i φ^c(x_i) − G*(−φ),      φ^c(x) = min_y c(x, y) − φ(y)   (exact on the grid)
+    I(ψ) = Σ_i μ_i ψ(x_i) − G*(−ψ^c),
+
+is maximized by alternating H¹ gradient ascent steps on φ (target side) and on ψ (source side),
+each followed by a c-transform (solvers/grid/c_transform.py): the steps
+
+    φ ← φ + σ_φ (−Δ)⁻¹ (ρ_G(φ) − T_ψ#μ),          T_ψ(x) = x − τ∇ψ(x),  ψ = φ^c
+    ψ ← ψ + σ_ψ (−Δ)⁻¹ (μ − S_φ#ρ_G(φ)),          S_φ(y) = y − τ∇φ(y),  φ = ψ^c
+
+with ρ_G(φ) = ∇G*(−φ) the terminal density the dual asks for (π for ``fixed``; for
+G = D_f(·‖π) with mass 1, ρ_G = π (f*)'(−φ − ν), ν fixing the mass) and (−Δ)⁻¹ the Neumann
+inverse Laplacian (one DCT pair). Steps σ adapt to the observed increase of the dual.
+
+Certificate (the stopping rule): every evaluated dual value is a lower bound of the optimum
+(the pair (φ, φ^c) is feasible for the discrete dual); every push-forward gives a feasible plan
+(solvers/grid/pushforward.py), rounded to the exact marginals where the problem fixes them, whose
+cost plus G is an upper bound. The run stops when (best upper − best lower) ≤ tol·|best lower|:
+``tol`` is the certified relative accuracy of the objective.
+
+What the bracket can reach: the optimum bracketed is the one of the grid atoms (POT's emd2 for
+``fixed``). The potentials the ascent produces are smooth, so the lower bound tends to the
+continuum value, O(h²) below the atoms' optimum (the exact discrete transforms of
+:meth:`BackAndForth.exact_dual` recover part of it); the upper bound carries the O(h²) spread of
+the cloud-in-cell plans. The gap therefore has an O(h²) floor, so that a small ``tol`` is
+reachable only on fine enough grids (see bench/grid.py for measured gaps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.fft
+from scipy.optimize import brentq
+
+from mfg.divergences import FDivergence, f_divergence_on_grid
+from mfg.grid import Grid
+from mfg.residuals import spatial_gradient
+from solvers.grid.c_transform import c_transform
+from solvers.grid.projections import _neumann_eigenvalues
+from solvers.grid.pushforward import map_plan
+
+Array = np.ndarray
+
+#: sub-points per axis and cell of the push-forwards (fewer in 3-D, where each costs 2^d more)
+SUBDIVISIONS = {1: 8, 2: 2, 3: 1}
+#: step adaptation: grow when the dual rose by more than UPPER of the first-order prediction,
+#: shrink when by less than LOWER (Jacobs–Léger's rule); a step that lowers the dual is redone
+UPPER, LOWER, GROW, SHRINK = 0.75, 0.25, 1.25, 0.8
+
+
+def conjugate_derivative(div: FDivergence) -> tuple[Callable[[Array], Array], float]:
+    """(f*)' = (f')⁻¹ of ``div`` and the sup of its domain (+∞, or the pole of f*)."""
+    name = div.name
+    if name == "kl":
+        return np.exp, np.inf
+    if name == "reverse_kl":
+        return lambda y: 1.0 / (1.0 - y), 1.0
+    if name == "chi2":
+        return lambda y: np.maximum(1.0 + 0.5 * y, 0.0), np.inf
+    if name == "js":
+        return lambda y: np.exp(y) / (2.0 - np.exp(y)), float(np.log(2.0))
+    if name == "alpha":
+        a = float(div.alpha)
+        return lambda y: ((a - 1.0) * np.maximum(y, 0.0)) ** (1.0 / (a - 1.0)), np.inf
+    raise ValueError(f"back-and-forth: no (f*)' for f-divergence {name!r}")
+
+
+@dataclass(frozen=True)
+class TerminalDual:
+    """The terminal cost G on mass-1 densities and its dual map φ ↦ (ρ_G, ν, −G*(−φ))."""
+
+    terminal: str
+    rho1: Array
+    h: float
+    divergence: FDivergence | None = None
+
+    def cost(self, rho: Array) -> float:
+        """G(ρ): 0 for ``fixed`` (ρ = π is imposed elsewhere), D_f(ρ‖π) for ``f``."""
+        if self.terminal == "fixed":
+            return 0.0
+        return f_divergence_on_grid(self.divergence, rho, self.rho1, self.h)
+
+    def density(self, phi: Array) -> tuple[Array, float]:
+        """ρ_G = argmin_ρ Σ h φ ρ + G(ρ) over mass-1 densities, and the multiplier ν of the mass
+        (ρ_G = π (f*)'(−φ − ν) for ``f``; π and 0 for ``fixed``)."""
+        if self.terminal == "fixed":
+            return self.rho1, 0.0
+        dfs, ymax = conjugate_derivative(self.divergence)
+        pos = self.rho1 > 0
+        pi = self.rho1[pos]
+        top = float(np.max(-phi[pos]))
+        y0 = -phi[pos] - top  # y = −φ − ν with ν = top − t: the largest y is t
+
+        def mass(t: float) -> float:
+            return float(self.h * np.sum(pi * dfs(y0 + t))) - 1.0
+
+        deficit = 0.0
+        if self.divergence.name == "kl":  # closed form: e^t Σ h π e^{y0} = 1
+            t = -float(np.log(self.h * np.sum(pi * np.exp(y0))))
+        else:
+            hi = ymax - 1e-15 * max(1.0, abs(ymax)) if np.isfinite(ymax) else 1.0
+            while np.isinf(ymax) and mass(hi) < 0:
+                hi = 2.0 * hi + 1.0
+            if mass(hi) < 0:
+                # f* has a pole and the cell at it has so little π that the root is within
+                # rounding of the pole: that cell takes the missing mass (the limit ν → pole)
+                t, deficit = hi, -mass(hi)
+            else:
+                lo = min(hi - 1.0, 0.0)
+                while mass(lo) > 0:
+                    lo = 2.0 * lo - 1.0
+                t = brentq(mass, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=200)
+        rho = np.zeros_like(self.rho1)
+        vals = pi * dfs(y0 + t)
+        vals[np.argmax(y0)] += deficit / self.h
+        rho[pos] = vals
+        rho /= rho.sum() * self.h  # the root is exact to ~1e-14; make the mass 1 to rounding
+        return rho, top - t
+
+    def value(self, phi: Array, rho_g: Array) -> float:
+        """−G*(−φ) = Σ h φ ρ_G + G(ρ_G)."""
+        return float(self.h * np.sum(phi * rho_g)) + self.cost(rho_g)
+
+
+@dataclass
+class BFMState:
+    """Potentials, certified bounds and history of a back-and-forth run."""
+
+    phi: Array  # target-side potential (U(·, T) = −φ − ν)
+    nu: float
+    lower: float = -np.inf  # best dual value: a lower bound of the optimum
+    upper: float = np.inf  # best primal value: an upper bound
+    upper_split: tuple[float, float] = (np.inf, np.inf)  # (transport, G) of the best upper
+    iterations: int = 0
+    converged: bool = False
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def relative_gap(self) -> float:
+        """(upper − lower)/max(|lower|, |upper|): the certified relative accuracy."""
+        return (self.upper - self.lower) / max(abs(self.lower), abs(self.upper), 1e-300)
+
+
+class BackAndForth:
+    """One JKO step between grid densities ρ0 (source) and, through G, π (target)."""
+
+    def __init__(self, grid: Grid, tau: float, rho0: Array, terminal: TerminalDual):
+        self.grid, self.tau, self.rho0, self.terminal = grid, tau, rho0, terminal
+        self.h = grid.cell_volume
+        self.mu = rho0 * self.h  # atoms
+        self.subdivisions = SUBDIVISIONS[grid.dim]
+        self.centres = grid.mesh().reshape(-1, grid.dim)
+        eig = sum(
+            np.reshape(_neumann_eigenvalues(k) / d**2, [-1 if a == j else 1
+                                                        for a in range(grid.dim)])
+            for j, (k, d) in enumerate(zip(grid.n, grid.dx, strict=True))
+        )
+        eig = np.asarray(eig, dtype=np.float64) * np.ones(grid.n)
+        eig.flat[0] = np.inf  # the constant mode: the dual does not depend on it
+        self._inv_eig = 1.0 / eig
+
+    # -- building blocks ------------------------------------------------------------------
+    def c(self, f: Array) -> Array:
+        return c_transform(f, self.grid.dx, self.tau, smooth=True)
+
+    def inverse_laplacian(self, g: Array) -> Array:
+        """(−Δ)⁻¹ g with homogeneous Neumann conditions (cell-centred, DCT-II), mean-free."""
+        gh = scipy.fft.dctn(g, type=2, norm="ortho") * self._inv_eig
+        return scipy.fft.idctn(gh, type=2, norm="ortho")
+
+    def plan(self, potential: Array, density: Array, fraction: float = 1.0):
+        """Plan of x ↦ x − fraction·τ∇potential(x) for atoms distributed like ``density``."""
+        grads = spatial_gradient(potential, self.grid.dx)
+        return map_plan([-fraction * self.tau * g for g in grads], self.grid.dx,
+                        self.subdivisions, density)
+
+    def dual(self, psi: Array, phi: Array) -> tuple[float, Array, float]:
+        """Σ μ ψ − G*(−φ) for a pair with ψ ≤ φ^c (a lower bound), with ρ_G(φ) and ν."""
+        rho_g, nu = self.terminal.density(phi)
+        return float(np.sum(self.mu * psi)) + self.terminal.value(phi, rho_g), rho_g, nu
+
+    def exact_dual(self, phi: Array) -> float:
+        """J at the exact discrete pair ψ = φ^c, φ' = ψ^c (≥ φ): a tighter lower bound than the
+        smooth transforms give, by the O(h²) between the grid atoms' optimum and the continuum."""
+        psi = c_transform(phi, self.grid.dx, self.tau)
+        return self.dual(psi, c_transform(psi, self.grid.dx, self.tau))[0]
+
+    def _sq_norm(self, g: Array, d: Array) -> float:
+        return float(self.h * np.sum(g * d))
+
+    # -- the iteration --------------------------------------------------------------------
+    def run(self, tol: float, max_iter: int, callback=None) -> BFMState:
+        """Alternate φ- and ψ-steps until the certified relative gap is under ``tol``."""
+        term = self.terminal
+        two_tau = 2.0 * self.tau
+        phi = np.zeros(self.grid.n)
+        psi = self.c(phi)
+        val, rho_g, nu = self.dual(psi, phi)
+        state = BFMState(phi, nu)
+        hist = state.history
+        for key in ("lower", "upper", "relative_gap", "sigma_phi", "sigma_psi"):
+            hist[key] = []
+        sigma0 = 1.0 / (self.tau * max(float(self.rho0.max()), float(rho_g.max())))
+        s_phi = s_psi = sigma0
+
+        def record_upper(transport: float, g_cost: float) -> None:
+            if transport + g_cost < state.upper:
+                state.upper = transport + g_cost
+                state.upper_split = (transport, g_cost)
+
+        for it in range(1, max_iter + 1):
+            # φ-step: ascend J at φ (ψ = φ^c, value val)
+            state.lower = max(state.lower, val)
+            plan = self.plan(psi, self.rho0)
+            pushed = plan.push(self.mu)
+            if term.terminal == "fixed":
+                record_upper(plan.rounded_cost(self.mu, term.rho1 * self.h, self.centres)
+                             / two_tau, 0.0)
+            else:  # the push-forward itself, or the plan rounded onto ρ_G (no aliasing)
+                record_upper(plan.cost(self.mu) / two_tau, term.cost(pushed / self.h))
+                record_upper(plan.rounded_cost(self.mu, rho_g * self.h, self.centres)
+                             / two_tau, term.cost(rho_g))
+            g = rho_g - pushed / self.h
+            d = self.inverse_laplacian(g)
+            pred = self._sq_norm(g, d)
+            while True:
+                phi_new = phi + s_phi * d
+                psi_new = self.c(phi_new)
+                val_new, rho_new, nu_new = self.dual(psi_new, phi_new)
+                gain = val_new - val
+                if gain >= 0 or s_phi < 1e-8 * sigma0:
+                    break
+                s_phi *= 0.5
+            s_phi = _adapt(s_phi, gain, pred)
+            phi, psi, val, rho_g, nu = phi_new, psi_new, val_new, rho_new, nu_new
+            state.lower = max(state.lower, val)
+
+            # ψ-step: ascend I at ψ (φ̂ = ψ^c ≥ φ, so I(ψ) ≥ J(φ))
+            phi_hat = self.c(psi)
+            val, rho_g, nu = self.dual(psi, phi_hat)
+            state.lower = max(state.lower, val)
+            plan = self.plan(phi_hat, rho_g)
+            atoms = rho_g * self.h
+            back = plan.push(atoms)
+            record_upper(plan.rounded_cost(atoms, self.mu, self.centres) / two_tau,
+                         term.cost(rho_g))
+            g = self.rho0 - back / self.h
+            d = self.inverse_laplacian(g)
+            pred = self._sq_norm(g, d)
+            while True:
+                psi_new = psi + s_psi * d
+                phi_new = self.c(psi_new)
+                val_new, rho_new, nu_new = self.dual(psi_new, phi_new)
+                gain = val_new - val
+                if gain >= 0 or s_psi < 1e-8 * sigma0:
+                    break
+                s_psi *= 0.5
+            s_psi = _adapt(s_psi, gain, pred)
+            phi, val, rho_g, nu = phi_new, val_new, rho_new, nu_new
+            psi = self.c(phi)  # φ = ψ^c, and the next φ-step needs φ^c ≥ ψ
+            val, rho_g, nu = self.dual(psi, phi)
+            state.lower = max(state.lower, val, self.exact_dual(phi))
+
+            state.phi, state.nu, state.iterations = phi, nu, it
+            hist["lower"].append(state.lower)
+            hist["upper"].append(state.upper)
+            hist["relative_gap"].append(state.relative_gap)
+            hist["sigma_phi"].append(s_phi)
+            hist["sigma_psi"].append(s_psi)
+            if callback is not None:
+                callback(state)
+            if state.relative_gap <= tol:
+                state.converged = True
+                break
+        return state
+
+
+def _adapt(sigma: float, gain: float, predicted: float) -> float:
+    """Grow σ when the dual rose by more than UPPER·σ‖g‖², shrink it when by less than LOWER."""
+    if predicted <= 0:
+        return sigma
+    ratio = gain / (sigma * predicted)
+    if ratio > UPPER:
+        return sigma * GROW
+    if ratio < LOWER:
+        return sigma * SHRINK
+    return sigma
