@@ -7,6 +7,7 @@ mfg.scenario turns into one line ``<file>: <dotted.field>: <why>``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
@@ -95,13 +96,23 @@ def is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _finite_float(v: int | float) -> float | None:
+    """``float(v)`` if finite, else None (NaN, infinities, integers beyond the float range)."""
+    try:
+        x = float(v)
+    except OverflowError:
+        return None
+    return x if math.isfinite(x) else None
+
+
 def number_or_list(v: Any) -> float | list[float]:
-    """A finite number, or a non-empty list of finite numbers (as floats)."""
-    if is_number(v) and float(v) == float(v) and abs(float(v)) != float("inf"):
+    """A finite number, or a non-empty list of finite numbers (as floats); an integer too
+    large for a float (> 1.8e308) is not finite either."""
+    if is_number(v) and _finite_float(v) is not None:
         return float(v)
     if isinstance(v, list) and v and all(is_number(x) for x in v):
-        out = [float(x) for x in v]
-        if all(x == x and abs(x) != float("inf") for x in out):
+        out = [_finite_float(x) for x in v]
+        if all(x is not None for x in out):
             return out
         raise ValueError(f"must hold finite numbers (got {short_repr(v)})")
     raise ValueError(f"must be a number or a list of numbers (got {short_repr(v)})")
@@ -149,6 +160,8 @@ class SolverSpec(Spec):
 
     #: True when the family discretizes a box and needs the scenario's ``domain``.
     NEEDS_DOMAIN: ClassVar[bool] = False
+    #: domain kinds (mfg.scenario DOMAIN_KINDS) the family can discretize
+    DOMAIN_KINDS: ClassVar[tuple[str, ...]] = ("box",)
 
     def build(self, loc: Loc, dim: int) -> Any:
         raise NotImplementedError

@@ -20,6 +20,7 @@ FAMILIES: dict[str, str] = {
     "particle": "solvers.particle",
     "generator": "solvers.particle",
     "jko": "solvers.particle",
+    "fem": "solvers.fem",
 }
 
 

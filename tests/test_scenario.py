@@ -308,7 +308,7 @@ def test_distribution_from_dict(tmp_path: Path) -> None:
         (["solver.tol=0"], "solver.tol: must be > 0"),
         (["solver.gamma=-1"], "solver.gamma: must be > 0"),
         (["solver.progress=yes please"], "solver.progress: must be true or false"),
-        (["solver.kind=fem"], "solver.kind: unknown kind"),
+        (["solver.kind=spectral"], "solver.kind: unknown kind"),
         (["seed=1.5"], "seed: must be an integer"),
         (["source=[1, 2]"], "source: must be a mapping"),
     ],
