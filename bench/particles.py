@@ -5,6 +5,12 @@
 the debiased Sinkhorn divergence (blur 0.05, p 2) to 1000 fresh target samples at the start and
 the end, the sampling floor (two fresh target sets), and the wall time.
 
+``stopping``: every field with its *default* settings (step size, cap, stopping rule; issue
+#11) from N(0, I) to the 8-Gaussian mixture and to the 5-mode ring, ``--n`` particles: the steps
+taken of the cap, why the run stopped (its status), the final Sinkhorn divergence to fresh
+target samples over its sampling floor (two fresh target sets) — the acceptance bound is 1.5 —
+and the wall time.
+
 ``timing``: one evaluation of the kernel drift (Deng's field, Laplace kernel, row–column
 normalized, one temperature: six O(N²) kernel passes; N particles against N data points) by the
 chunked torch backend, divided by the same evaluation by KeOps, at each N and d; and the peak
@@ -12,6 +18,7 @@ resident memory added by the call (a fresh subprocess per measurement, ru_maxrss
 before). Above ``--max-rows`` query points the time is extrapolated linearly (see timing()).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/particles.py table
+    OMP_NUM_THREADS=1 .venv/bin/python bench/particles.py stopping --seeds 0 1
     OMP_NUM_THREADS=1 .venv/bin/python bench/particles.py timing --sizes 10000 100000 \
         --dims 2 64 --max-rows 10000
 """
@@ -61,6 +68,45 @@ def table(n: int, fields: list[str]) -> None:
         print(f"| {field} | {m['sinkhorn_initial']:.4f} | {m['sinkhorn_to_target']:.4f} | "
               f"{m['sinkhorn_floor']:.4f} | {sc.solver.steps} x {sc.solver.dt:g} | {wall:.1f} |",
               flush=True)
+
+
+#: the stopping table's scenario: only the field and the target vary, all else is default
+STOPPING_SCENARIO = """\
+name: stopping
+dim: 2
+lambda: 1.0
+source: {kind: gaussian, mean: [0.0, 0.0], std: 1.0}
+target: {kind: dataset, name: TARGET}
+terminal: {kind: sinkhorn, blur: 0.05, p: 2}
+solver: {kind: particle, field: FIELD, progress: false}
+"""
+
+
+def stopping(n: int, fields: list[str], targets: list[str], seeds: list[int]) -> None:
+    """Default settings per field and target (see the module docstring)."""
+    import torch
+
+    from mfg.scenario import parse_scenario
+    from solvers.particle import solve
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    print(f"| field | target | seed | steps / cap | stopped | S_eps end | floor | end / floor "
+          f"| wall [s] |   (n = {n}, default dt, eval_every and stopping rule)")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for field in fields:
+        for target in targets:
+            for seed in seeds:
+                text = STOPPING_SCENARIO.replace("TARGET", target).replace("FIELD", field)
+                sc = parse_scenario(text, origin="stopping", overrides=[
+                    f"solver.n={n}", f"seed={seed}"])
+                start = time.perf_counter()
+                res = solve(sc)
+                wall = time.perf_counter() - start
+                m = res.metrics
+                print(f"| {field} | {target} | {seed} | {m['iterations']:.0f} / "
+                      f"{sc.solver.steps} | {res.status} | {m['sinkhorn_to_target']:.4f} | "
+                      f"{m['sinkhorn_floor']:.4f} | {m['sinkhorn_over_floor']:.2f} | "
+                      f"{wall:.1f} |", flush=True)
 
 
 _CHILD = r"""
@@ -127,6 +173,11 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("--n", type=int, default=2000)
     t.add_argument("--fields", nargs="+", default=list(FIELD_SETTINGS))
+    st = sub.add_parser("stopping")
+    st.add_argument("--n", type=int, default=2000)
+    st.add_argument("--fields", nargs="+", default=list(FIELD_SETTINGS))
+    st.add_argument("--targets", nargs="+", default=["8gaussians", "ring"])
+    st.add_argument("--seeds", type=int, nargs="+", default=[0])
     b = sub.add_parser("timing")
     b.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     b.add_argument("--dims", type=int, nargs="+", default=[2, 64])
@@ -136,6 +187,8 @@ def main() -> None:
     args = p.parse_args()
     if args.cmd == "table":
         table(args.n, args.fields)
+    elif args.cmd == "stopping":
+        stopping(args.n, args.fields, args.targets, args.seeds)
     else:
         timing(args.sizes, args.dims, args.dtype, args.timeout, args.max_rows)
 

@@ -4,6 +4,7 @@ Each generator maps (n, rng) to an (n, 2) float64 array. Parameters follow the c
 generative-flow literature's 2-D benchmarks (scale of a few units around the origin):
 
 * ``8gaussians``: eight N(c_k, 0.2²I), c_k = 2(cos kπ/4, sin kπ/4), equal weights.
+* ``ring``: five N(c_k, 0.2²I), c_k = 2(cos 2πk/5, sin 2πk/5), equal weights (the 5-mode ring).
 * ``pinwheel``: five arms; (r, s) ~ N((1, 0), diag(0.3², 0.1²)) in arm k is rotated by the
   angle 2πk/5 + 0.25·e^r, then scaled by 2.
 * ``moons``: two interleaving half circles with N(0, 0.05²) noise, centred and scaled by 2.
@@ -28,10 +29,21 @@ from mfg.distributions import DistributionError, SampledMeasure
 Array = np.ndarray
 
 
+def gaussian_ring(n: int, rng: np.random.Generator, modes: int, radius: float = 2.0,
+                  std: float = 0.2) -> Array:
+    """Equal mixture of N(c_k, std²I), c_k = radius·(cos 2πk/modes, sin 2πk/modes), (n, 2)."""
+    k = rng.integers(0, modes, n)
+    angle = 2 * np.pi * k / modes
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return centres + std * rng.standard_normal((n, 2))
+
+
 def eight_gaussians(n: int, rng: np.random.Generator) -> Array:
-    k = rng.integers(0, 8, n)
-    centres = 2.0 * np.stack([np.cos(k * np.pi / 4), np.sin(k * np.pi / 4)], axis=1)
-    return centres + 0.2 * rng.standard_normal((n, 2))
+    return gaussian_ring(n, rng, 8)
+
+
+def ring(n: int, rng: np.random.Generator) -> Array:
+    return gaussian_ring(n, rng, 5)
 
 
 def pinwheel(n: int, rng: np.random.Generator) -> Array:
@@ -75,6 +87,7 @@ def unit_circle(n: int, rng: np.random.Generator) -> Array:
 #: 2-D generators by name (``target: {kind: dataset, name: ...}``).
 TOY_2D: dict[str, Callable[[int, np.random.Generator], Array]] = {
     "8gaussians": eight_gaussians,
+    "ring": ring,
     "pinwheel": pinwheel,
     "moons": moons,
     "checkerboard": checkerboard,

@@ -11,10 +11,12 @@ reported as ``terminal_cost`` against fresh target samples, so it must be ``sink
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
 from mfg.schema import FieldError, Loc, SolverSpec
@@ -76,17 +78,34 @@ class _FieldConfig(_CommonConfig):
     normalize_drift: bool = False
 
 
+#: step size of each field when the settings leave ``dt`` unset (each field's speed scale:
+#: kde_kl and sinkhorn move by a fraction dt of a displacement, lipschitz_f at speed <= L)
+DEFAULT_DT = {"kde_kl": 0.5, "mmd": 1.0, "sinkhorn": 0.5, "sliced_w": 0.2, "lipschitz_f": 0.1,
+              "drift": 0.5}
+#: steps between evaluations (and stopping decisions) when ``eval_every`` is unset: a sinkhorn
+#: step costs as much as many evaluations and reaches the floor in tens of steps
+DEFAULT_EVAL_EVERY = {"sinkhorn": 10}
+
+
 @dataclass(frozen=True)
 class ParticleSolverConfig(_FieldConfig):
-    """n particles from the source moved by dx/dt = v(x) for ``steps`` steps of ``dt`` (Euler or
-    Heun) against ``n_target`` target samples (default n) drawn once; ``n_snapshots`` states of
-    the first ``n_traj`` particles are stored as trajectories."""
+    """n particles from the source moved by dx/dt = v(x) with steps of ``dt`` (Euler or Heun;
+    unset: DEFAULT_DT of the field) against ``n_target`` target samples (default n) drawn once,
+    until the stopping rule fires (solvers/particle/stopping.py: the Sinkhorn divergence to fresh
+    target samples, evaluated every ``eval_every`` steps — unset: DEFAULT_EVAL_EVERY of the
+    field, else 50 — reaches its sampling floor, or improves by less than the fraction
+    ``stop_rtol`` over ``stop_patience`` evaluations), at most
+    ``steps`` steps; ``stop_patience = 0`` turns the rule off (exactly ``steps`` steps).
+    ``n_snapshots`` states of the first ``n_traj`` particles, evenly spread over the run, are
+    stored as trajectories."""
 
     kind: str = "particle"
     n: int = 2000
     n_target: int | None = None
-    dt: float = 0.1
-    steps: int = 200
+    dt: float = DEFAULT_DT["drift"]
+    steps: int = 2000
+    stop_patience: int = 3
+    stop_rtol: float = 0.05
     integrator: str = "euler"
     n_snapshots: int = 11
     n_traj: int = 1000
@@ -134,6 +153,40 @@ class JKOSolverConfig(_NetworkConfig):
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
+#: target samples (at most) and seed of the nearest-neighbour scale of check_kernel_width
+NN_SAMPLES = 2048
+NN_SEED = 0
+#: the least weight k(r)/k(0) a kernel may give the nearest data point (r its median distance)
+MIN_NEIGHBOUR_WEIGHT = math.exp(-8.0)
+
+
+def median_nn_distance(points: np.ndarray) -> float | None:
+    """Median over the distinct points (m, d) of the distance to the nearest other one (repeated
+    points, as in a bank drawn with replacement, count once); None when all coincide."""
+    from scipy.spatial import cKDTree
+
+    distinct = np.unique(points, axis=0)
+    if len(distinct) < 2:
+        return None
+    r, _ = cKDTree(distinct).query(distinct, k=2)
+    return float(np.median(r[:, 1]))
+
+
+def check_kernel_width(loc: Loc, kernel: str, width: float, r: float, count: int) -> None:
+    """Refuse a kernel so narrow that it cannot move particles (issue #11, defect 6): at the
+    median nearest-neighbour distance r of ``count`` target samples, the weight k(r)/k(0) —
+    e^{−r²/(2h²)} (gaussian) or e^{−r/h} (laplace) — must be at least MIN_NEIGHBOUR_WEIGHT.
+    Narrower, every particle sees only itself or the one nearest data point: MMD and drift
+    fields vanish, ``kde_kl`` snaps particles onto the data (memorization, a Sinkhorn divergence
+    below the sampling floor)."""
+    log_min = math.log(MIN_NEIGHBOUR_WEIGHT)  # −8
+    least = r / math.sqrt(-2.0 * log_min) if kernel == "gaussian" else r / -log_min
+    if width < least:
+        raise FieldError(loc, f"{width:g} is too narrow for the data: the {kernel} kernel gives "
+                         f"the nearest of {count} target samples (median distance {r:.3g}) a "
+                         f"weight below e^{log_min:g}, so the field cannot move the particles "
+                         f"(need >= {least:.3g})")
+
 
 class _CommonSpec(SolverSpec):
     device: str = _CommonConfig.device
@@ -153,7 +206,8 @@ class _CommonSpec(SolverSpec):
     gp_weight: float = Field(default=_CommonConfig.gp_weight, ge=0)
 
     def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
-        """G is evaluated from samples: only TERMINALS; source and target must be sampleable."""
+        """G is evaluated from samples: only TERMINALS; source and target must be sampleable;
+        the kernel widths must see the data (:func:`check_kernel_width`)."""
         if terminal.kind not in TERMINALS:
             raise FieldError(("terminal", "kind"), f"the {self.kind} solver reports G for "
                              f"{' or '.join(TERMINALS)} only (got {terminal.kind!r}; the flow is "
@@ -161,6 +215,25 @@ class _CommonSpec(SolverSpec):
         for role, dist in (("source", source), ("target", target)):
             if not callable(getattr(dist, "sample", None)):
                 raise FieldError((role, "kind"), f"the {self.kind} solver needs samples")
+        widths = self._kernel_widths()
+        if widths:
+            count = self._kernel_data_count()
+            m = min(count, NN_SAMPLES)
+            pts = np.asarray(target.sample(m, np.random.default_rng(NN_SEED)), dtype=np.float64)
+            # fewer points lie farther apart: scale by m/count, the smallest a nearest-neighbour
+            # distance can shrink to (intrinsic dimension >= 1), so that nothing valid is refused
+            r = median_nn_distance(pts)
+            if r is not None:
+                for name, kernel, width in widths:
+                    check_kernel_width(("solver", name), kernel, width, r * m / count, count)
+
+    def _kernel_widths(self) -> list[tuple[str, str, float]]:
+        """(setting, kernel, width) of the kernels the flow uses (none by default)."""
+        return []
+
+    def _kernel_data_count(self) -> int:
+        """How many target samples a kernel evaluation sees."""
+        raise NotImplementedError
 
     def _check_common(self, loc: Loc, kernel_owner: str | None) -> None:
         if not _DEVICE.match(self.device):
@@ -186,6 +259,18 @@ class _FieldSpec(_CommonSpec):
     normalization: Literal["rowcol", "none"] = "rowcol"
     normalize_drift: bool = _FieldConfig.normalize_drift
 
+    def _kernel_widths(self) -> list[tuple[str, str, float]]:
+        """kde_kl: Gaussian of ``bandwidth``; mmd: its kernel of ``bandwidth`` (energy and riesz
+        have no width); drift: the widest of ``temperatures`` (the sum moves particles when one
+        temperature sees the data)."""
+        if self.field == "kde_kl":
+            return [("bandwidth", "gaussian", self.bandwidth)]
+        if self.field == "mmd" and (self.kernel or "gaussian") in ("gaussian", "laplace"):
+            return [("bandwidth", self.kernel or "gaussian", self.bandwidth)]
+        if self.field == "drift":
+            return [("temperatures", self.kernel or "laplace", max(self.temperatures))]
+        return []
+
     def _fields(self, loc: Loc) -> dict[str, Any]:
         owner = self.field if self.field in FIELD_KERNELS else None
         self._check_common(loc, owner)
@@ -198,17 +283,28 @@ class _FieldSpec(_CommonSpec):
 
 class ParticleSolverSpec(_FieldSpec):
     kind: Literal["particle"]
+    eval_every: int | None = Field(default=None, ge=1)  # type: ignore[assignment]
     n: int = Field(default=ParticleSolverConfig.n, ge=2)
     n_target: int | None = Field(default=None, ge=2)
-    dt: float = Field(default=ParticleSolverConfig.dt, gt=0)
+    dt: float | None = Field(default=None, gt=0)
     steps: int = Field(default=ParticleSolverConfig.steps, ge=1)
+    stop_patience: int = Field(default=ParticleSolverConfig.stop_patience, ge=0)
+    stop_rtol: float = Field(default=ParticleSolverConfig.stop_rtol, gt=0, lt=1)
     integrator: Literal["euler", "heun"] = "euler"
     n_snapshots: int = Field(default=ParticleSolverConfig.n_snapshots, ge=2)
     n_traj: int = Field(default=ParticleSolverConfig.n_traj, ge=1)
 
+    def _kernel_data_count(self) -> int:
+        return self.n_target or self.n
+
     def build(self, loc: Loc, dim: int) -> ParticleSolverConfig:
-        return ParticleSolverConfig(**self._fields(loc), n=self.n, n_target=self.n_target,
-                                    dt=self.dt, steps=self.steps, integrator=self.integrator,
+        fields = self._fields(loc)
+        if self.eval_every is None:
+            fields["eval_every"] = DEFAULT_EVAL_EVERY.get(self.field, _CommonConfig.eval_every)
+        dt = DEFAULT_DT[self.field] if self.dt is None else self.dt
+        return ParticleSolverConfig(**fields, n=self.n, n_target=self.n_target,
+                                    dt=dt, steps=self.steps, stop_patience=self.stop_patience,
+                                    stop_rtol=self.stop_rtol, integrator=self.integrator,
                                     n_snapshots=self.n_snapshots, n_traj=self.n_traj)
 
 
@@ -219,6 +315,9 @@ class _NetworkSpec(_CommonSpec):
     depth: int = Field(default=_NetworkConfig.depth, ge=1)
     n: int = Field(default=_NetworkConfig.n, ge=2)
     n_target: int | None = Field(default=None, ge=2)
+
+    def _kernel_data_count(self) -> int:
+        return self.batch  # generator and jko: the field sees one batch of the bank
 
     def _network(self) -> dict[str, Any]:
         names = set(_NetworkSpec.model_fields) - set(_CommonSpec.model_fields)
@@ -246,6 +345,11 @@ class JKOSolverSpec(_NetworkSpec):
     inner_steps: int = Field(default=JKOSolverConfig.inner_steps, ge=1)
 
     NEEDS_DOMAIN: ClassVar[bool] = False
+
+    def _kernel_widths(self) -> list[tuple[str, str, float]]:
+        if self.divergence == "mmd" and (self.kernel or "gaussian") in ("gaussian", "laplace"):
+            return [("bandwidth", self.kernel or "gaussian", self.bandwidth)]
+        return []
 
     def build(self, loc: Loc, dim: int) -> JKOSolverConfig:
         self._check_common(loc, "jko")

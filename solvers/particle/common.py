@@ -61,6 +61,7 @@ class Evaluator:
         self.terminal = scenario.terminal
         self.scenario_target = scenario.target
         self.n = n
+        self._floor: float | None = None
 
     def _x(self, x: Tensor | np.ndarray) -> np.ndarray:
         x = x.detach().double().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
@@ -75,9 +76,12 @@ class Evaluator:
 
     def floor(self) -> float:
         """S_ε between the evaluation set and n more fresh target samples: the value a perfect
-        sampler would get (the sampling floor of ``sinkhorn``)."""
-        other = np.asarray(self.scenario_target.sample(self.n, self.rng), dtype=np.float64)
-        return sinkhorn_divergence(other, self.y, blur=EVAL_BLUR, p=EVAL_P)
+        sampler would get (the sampling floor of ``sinkhorn``); drawn once, then cached so that
+        the stopping rule and the reported metric use the same value."""
+        if self._floor is None:
+            other = np.asarray(self.scenario_target.sample(self.n, self.rng), dtype=np.float64)
+            self._floor = sinkhorn_divergence(other, self.y, blur=EVAL_BLUR, p=EVAL_P)
+        return self._floor
 
     def terminal_cost(self, x: Tensor | np.ndarray) -> float:
         """The scenario's G (sinkhorn with its blur/p, or MMD² with its kernel/bandwidth)."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from solvers.particle.common import snapshot_steps
 from solvers.particle.fields import Field, FieldState, mlp
 
 Tensor = torch.Tensor
@@ -65,7 +66,7 @@ def train_generator(
     Sinkhorn divergence of g(z_fix) to fresh target samples.
     """
     opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
-    keep = {int(round(s)) for s in np.linspace(0, cfg.train_steps, cfg.n_snapshots)}
+    keep = set(snapshot_steps(cfg.train_steps, cfg.n_snapshots))
     n_show = min(len(z_fix), cfg.n_traj if hasattr(cfg, "n_traj") else 1000)
     with torch.no_grad():
         x_fix = gen(z_fix)

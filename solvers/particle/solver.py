@@ -17,6 +17,15 @@ Result contents (all kinds):
   jko: λ/2 Σ_k E|g_{k+1}(z) − g_k(z)|²/τ (τ = 1 when None);
   and ``map_cost`` = ½ E|x_T − x_0|² (½ E|g(z) − z|²), the cost of the start-to-end map, an upper
   bound of W2²/2 between source and result, comparable across kinds.
+  Particle kind also: ``iterations`` (steps taken), ``max_steps`` (the cap ``steps``),
+  ``pseudo_time`` (iterations·Δt), ``sinkhorn_over_floor`` (sinkhorn_to_target/sinkhorn_floor).
+
+Status: generator and jko ``completed`` (a fixed number of training steps) or ``diverged``.
+Particle kind, why the run stopped (solvers/particle/stopping.py): ``converged`` (the Sinkhorn
+divergence reached its floor, or stopped improving after having fallen), ``stalled`` (it stopped
+improving without ever having fallen: the field cannot move the particles towards the target),
+``max_iter`` (the cap ``steps`` came first), ``completed`` (the rule was off: ``stop_patience =
+0`` or ``eval_every`` ≥ ``steps``, exactly ``steps`` steps ran) or ``diverged`` (non-finite).
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from solvers.particle.fields import FIELDS, make_state
 from solvers.particle.generator import ResidualGenerator, train_generator
 from solvers.particle.jko import train_jko
 from solvers.particle.particles import integrate
+from solvers.particle.stopping import StopRule
 
 
 def _history(hist: dict[str, list[float]]) -> dict[str, Any]:
@@ -90,17 +100,20 @@ def solve_particles(scenario: Scenario) -> Result:
     y = to_tensor(scenario.target.sample(cfg.n_target or cfg.n, rs.target), dev, dtype)
     ev = Evaluator(scenario, min(cfg.eval_n, cfg.n), rs.eval)
     state = make_state(rs.torch_seed)
+    rule = StopRule(ev.floor(), cfg.stop_rtol, cfg.stop_patience) if cfg.stop_patience else None
     with progress_bar(cfg.steps, cfg.progress, f"particle/{cfg.field}") as bar:
-        run = integrate(x0, y, FIELDS[cfg.field], cfg, state, ev.sinkhorn, bar)
+        run = integrate(x0, y, FIELDS[cfg.field], cfg, state, ev.sinkhorn, rule, bar)
     hist = run.history
     metrics = _finish(scenario, ev, run.x, hist, 0.5 * scenario.lam * run.action)
     metrics["map_cost"] = 0.5 * float((run.x - x0).pow(2).sum(1).mean())
-    metrics.update({"pseudo_time": cfg.steps * cfg.dt, "n_particles": float(cfg.n),
-                    "iterations": float(hist["step"][-1])})
+    steps = float(hist["step"][-1])
+    metrics.update({"pseudo_time": steps * cfg.dt, "n_particles": float(cfg.n),
+                    "iterations": steps, "max_steps": float(cfg.steps),
+                    "sinkhorn_over_floor": metrics["sinkhorn_to_target"]
+                    / metrics["sinkhorn_floor"]})
     samples = {"terminal": run.x.double().cpu().numpy(), "trajectories": run.snapshots,
                "trajectory_times": run.snapshot_times}
-    status = "completed" if run.finite else "diverged"
-    return _result(scenario, status, samples, hist, metrics, start, dev)
+    return _result(scenario, run.stop, samples, hist, metrics, start, dev)
 
 
 def _latents(scenario: Scenario, rng: Any, dev: torch.device, dtype: torch.dtype) -> Any:
