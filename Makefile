@@ -37,8 +37,10 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/grid.py
 	$(PY) bench/convergence.py
+	$(PY) bench/fem.py
 	$(PY) bench/particles.py table
 	$(PY) bench/particles.py timing
+	$(PY) bench/particles.py stopping
 	$(PY) bench/neural.py
 	$(PY) bench/neural.py --pinwheel
 

@@ -1,7 +1,7 @@
 """proxflow command line: solve, compare, show, list, plot (a thin shell over mfg/ and solvers/).
 
     python cli.py solve scenarios/quickstart.yaml [--out PATH] [--set key=value ...] [--quiet]
-                        [--device cpu|cuda] [--resume]
+                        [--device cpu|cuda] [--resume] [--check]
     python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic
     python cli.py show RESULT.h5                   python cli.py list
     python cli.py plot RESULT.h5 [-o PNG]
@@ -9,6 +9,13 @@
 
 Exit status: 0 success, 2 bad input (one line ``error: ...`` on stderr, nothing written),
 1 internal failure (one line; ``PROXFLOW_DEBUG=1`` shows the traceback), 130 interrupted.
+
+Before solving, ``solve`` checks the output (DESIGN.md §2b): a file name, not a folder, not one
+of the run's inputs (scenario file, samples files, the checkpoint resumed), in a folder it can
+write; ``--check`` stops there (nothing written). A run whose status is not ``converged``
+(``max_iter``, ``diverged``, ``completed``: a fixed number of steps, ...) still writes its result
+and exits 0, and says so in one ``warning: did not converge: ...`` line on stderr; ``show``
+marks it too.
 """
 
 from __future__ import annotations
@@ -42,6 +49,15 @@ class CliError(Exception):
 def one_line(err: BaseException | str) -> str:
     """The message with all whitespace runs (newlines included) collapsed to single spaces."""
     return " ".join(str(err).split())
+
+
+def mpi_rank() -> int:
+    """This process's rank under mpiexec (MPICH/Hydra or Open MPI environment), else 0. Under
+    MPI (the fem solver) only rank 0 prints and writes the result."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def fmt(value: Any) -> str:
@@ -86,13 +102,57 @@ def residuals(metrics: dict[str, float]) -> list[tuple[str, float]]:
     return [(k, v) for k, v in metrics.items() if any(w in k for w in RESIDUAL_WORDS)]
 
 
-def output_path(scenario: Any, out: str | None) -> Path:
-    """--out, else the scenario's ``output``, else ``results/<name>.h5`` (relative to the cwd)."""
-    if out:
-        return Path(out)
-    if scenario.output:
-        return Path(scenario.output)
-    return Path("results") / f"{scenario.name}.h5"
+def output_path(scenario: Any, out: str | None) -> tuple[str, str]:
+    """(role, path): --out, else the scenario's ``output``, else ``results/<name>.h5`` (relative
+    to the cwd). The path is a string, so that a trailing separator can still be refused."""
+    if out is not None:
+        return "--out", out
+    if scenario.output is not None:
+        return "output", scenario.output
+    return "output", str(Path("results") / f"{scenario.name}.h5")
+
+
+def run_inputs(scenario: Any, scenario_file: str) -> dict[str, Path]:
+    """The files a solve reads, by what they are: the scenario file, the samples files of the
+    source and the target, and the checkpoint when resuming (none may be an output)."""
+    inputs = {"scenario file": Path(scenario_file)}
+    for role in ("source", "target"):
+        dist_path = getattr(getattr(scenario, role), "path", None)
+        if isinstance(dist_path, str):  # a samples distribution
+            inputs[f"{role} samples file"] = Path(dist_path)
+    cfg = scenario.solver
+    if getattr(cfg, "resume", False) and getattr(cfg, "checkpoint", None):
+        inputs["checkpoint resumed"] = Path(cfg.checkpoint)
+    return inputs
+
+
+def check_outputs(scenario: Any, scenario_file: str, role: str, out: str) -> Path:
+    """Every file the run will write (the result, and a solver's checkpoint when it writes one)
+    checked before solving (mfg.results.check_output_path); returns the result path."""
+    from mfg.results import OutputPathError, check_output_path
+
+    inputs = run_inputs(scenario, scenario_file)
+    try:
+        path = check_output_path(out, role, inputs)
+        cfg = scenario.solver
+        checkpoint = getattr(cfg, "checkpoint", None)
+        if checkpoint and (getattr(cfg, "checkpoint_every", 0) or getattr(cfg, "resume", False)):
+            others = {k: v for k, v in inputs.items() if k != "checkpoint resumed"}
+            check_output_path(checkpoint, "solver.checkpoint", {**others, "output": path})
+    except OutputPathError as err:
+        raise CliError(one_line(err)) from None
+    return path
+
+
+def convergence_warning(result: Any) -> str | None:
+    """One line for a run whose status is not ``converged`` (None when it is): the status, the
+    iterations and the residuals reached."""
+    if result.status == "converged":
+        return None
+    its = iterations(result)
+    parts = [f"status {result.status}" + (f" after {its} iterations" if its is not None else "")]
+    parts += [f"{k} {fmt(float(v))}" for k, v in residuals(result.metrics)]
+    return "did not converge: " + ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,18 +214,31 @@ def solver_options(scenario: Any, args: argparse.Namespace, out: Path) -> Any:
 def cmd_solve(args: argparse.Namespace) -> int:
     import solvers
     from mfg.results import write_result
+    from mfg.scenario import ScenarioError
 
     scenario = load(args.scenario, args.set)
     if args.quiet:
         solver = dataclasses.replace(scenario.solver, progress=False)
         scenario = dataclasses.replace(scenario, solver=solver)
-    out = output_path(scenario, args.out)
-    scenario = solver_options(scenario, args, out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    role, out_text = output_path(scenario, args.out)
+    scenario = solver_options(scenario, args, Path(out_text))
+    out = check_outputs(scenario, args.scenario, role, out_text)
+    if args.check:
+        print(f"ok: {args.scenario} is valid; the result would be written to {out}")
+        return 0
     start = time.perf_counter()
-    result = solvers.solve(scenario)
+    try:
+        result = solvers.solve(scenario)
+    except ScenarioError as err:  # bad input found by the solver (e.g. a checkpoint mismatch)
+        raise CliError(one_line(err)) from None
     fill_provenance(result, time.perf_counter() - start)
+    if mpi_rank() != 0:  # rank 0 holds the gathered result and writes it
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_result(result, out)
+    warning = convergence_warning(result)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     rows: list[tuple[str, Any]] = [("status", result.status), ("iterations", iterations(result))]
     if "objective" in result.metrics:
         rows.append(("objective", float(result.metrics["objective"])))
@@ -267,7 +340,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("file", args.result),
         ("scenario", scenario_name(r.scenario_text)),
         ("solver", r.solver),
-        ("status", r.status),
+        ("status", r.status if r.status == "converged"
+         else f"{r.status} (did not converge)"),
         ("iterations", iterations(r)),
         ("git revision", r.git_revision),
         ("wall time [s]", float(r.wall_time_s)),
@@ -336,12 +410,34 @@ def cmd_list(args: argparse.Namespace) -> int:
 # plot
 
 
+def check_image_path(path: str, role: str, inputs: dict[str, Path]) -> Path:
+    """An image output checked before any work: an extension matplotlib can write (none: png)
+    and a writable file name that is not one of ``inputs`` (mfg.results.check_output_path)."""
+    from matplotlib.figure import Figure
+
+    from mfg.results import OutputPathError, check_output_path
+
+    suffix = Path(path).suffix.lower().lstrip(".")
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise CliError(f"{role} {path}: matplotlib cannot write .{suffix} images "
+                       f"(supported: {', '.join(sorted(formats))})")
+    try:
+        return check_output_path(path, role, inputs)
+    except OutputPathError as err:
+        raise CliError(one_line(err)) from None
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from mfg.plotting import PlotError, plot_result
+    from mfg.results import clean_stale_temporaries
 
     result = read(args.result)
-    out = Path(args.output) if args.output else Path(args.result).with_suffix(".png")
+    role = "-o" if args.output is not None else "output"
+    target = args.output if args.output is not None else str(Path(args.result).with_suffix(".png"))
+    out = check_image_path(target, role, {"result file": Path(args.result)})
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out.parent)  # images are written through .NAME.tmp-PID files too
     try:
         plot_result(result, out)
     except PlotError as err:
@@ -371,6 +467,9 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     ns = int_list(args.n)
     base = load(args.scenario, args.set)
+    out = check_image_path(args.output or f"results/{base.name}_convergence.png",
+                           "-o" if args.output else "output",
+                           {"scenario file": Path(args.scenario)})
     if base.solver.kind != "grid":
         raise CliError(f"{args.scenario}: study convergence needs solver.kind grid")
     if args.nt:
@@ -403,7 +502,6 @@ def cmd_study(args: argparse.Namespace) -> int:
     for i, (n, nt) in enumerate(zip(ns, nts, strict=True)):
         cells = " ".join(f"{table[k][i]:>26.4e} {orders[k][i]:>6.2f}" for k in keys)
         print(f"{n:>6} {nt:>5} {cells}")
-    out = Path(args.output or f"results/{base.name}_convergence.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_convergence(ns, table, out, title=f"{base.name}: error vs n")
     print(f"wrote {out}")
@@ -435,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "setting, e.g. neural)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint "
                    "(default: the output path + .ckpt; solvers with checkpoints, e.g. neural)")
+    p.add_argument("--check", action="store_true", help="validate the scenario and the output "
+                   "path, then stop (solve nothing, write nothing)")
     p.set_defaults(func=cmd_solve)
 
     p = sub.add_parser("compare", help="compare two results, or one with the closed form")
@@ -491,6 +591,8 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if mpi_rank() != 0:  # under mpiexec one rank speaks: bad input is still one line
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process)
     return run(args.func, args)
 
 

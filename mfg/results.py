@@ -11,16 +11,24 @@ plot, show). :func:`write_result` / :func:`read_result` store it in one HDF5 fil
     /samples/terminal      (n, d) terminal samples; /samples/trajectories (nt, n, d) if any
     /history/<key>         one 1-D array per history key (loss, residuals per iteration)
     /metrics               attributes: one float per metric
+    /mesh/<key>            mesh solvers: points, cells and nodal fields (h5py-readable arrays)
 
 A file is first written to ``.<name>.tmp-<pid>`` in the same directory and renamed onto the final
 path with :func:`os.replace` only when complete, so a crash or an interrupt never leaves a partial
-result file (nor clobbers an earlier one).
+result file (nor clobbers an earlier one). A process killed mid-write (SIGKILL) cannot remove its
+temporary file; the next write to the same folder removes the temporaries of processes that no
+longer run (:func:`clean_stale_temporaries`).
+
+:func:`check_output_path` is the check made before a run (DESIGN.md §2b): the output is a file
+name (not a folder, not one of the run's inputs) in a folder this process can write to.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +44,10 @@ class ResultFileError(ValueError):
     """A path that is not a readable proxflow result file; ``str(err)`` is one line naming it."""
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot or must not be written; ``str(err)`` is one line naming it."""
+
+
 @dataclass
 class Result:
     """What a solver returns, and what ``results.h5`` holds.
@@ -44,7 +56,8 @@ class Result:
     ----------
     solver: solver kind, e.g. ``"grid"``.
     status: ``"converged"`` (tolerance met), ``"max_iter"`` (iteration limit reached first),
-        ``"completed"`` (a fixed number of steps ran, e.g. particle flows) or ``"diverged"``.
+        ``"completed"`` (a fixed number of steps ran, no stopping rule), ``"stalled"`` (a particle
+        flow whose divergence never fell: its field cannot reach the target) or ``"diverged"``.
     scenario_text: the scenario as YAML text (overrides applied).
     settings: solver settings actually used (JSON-serializable dict).
     grid: xarray Dataset with ``rho`` and ``U`` over dims ``("t", "x1"[, "x2"[, "x3"]])`` with
@@ -69,6 +82,8 @@ class Result:
     device: str = "cpu"
     versions: dict[str, str] = field(default_factory=dict)
     git_revision: str = "unknown"
+    #: mesh solvers: ``points``, ``cells`` and nodal fields, stored as the ``/mesh`` group
+    mesh: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,6 +108,106 @@ def _to_json(obj: object) -> str:
 def _temp_path(path: Path) -> Path:
     """``<dir>/.<name>.tmp-<pid>``: same directory, so :func:`os.replace` is an atomic rename."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+#: temporary files of an atomic write (here, in mfg.plotting and in neural checkpoints)
+_TEMP_RE = re.compile(r"\..+\.tmp-([0-9]{1,10})")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (signal 0 checks without sending anything). A process of
+    another user counts as alive (PermissionError). POSIX only."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
+
+
+def clean_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the ``.<name>.tmp-<pid>`` files in ``folder`` whose process no longer runs (left by
+    a kill during a write) and return them. Files of live processes (and of this one) are kept;
+    an unreadable folder or a file that cannot be removed is skipped silently. A pid reused by
+    an unrelated live process keeps its file until that process ends (the safe side)."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_RE.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name the same file: equal resolved paths, or hard links of one file."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output_path(path: str | Path, role: str = "output",
+                      inputs: Mapping[str, str | Path] | None = None) -> Path:
+    """Check, before any work, that ``path`` can be written as a result (DESIGN.md §2b), and
+    return it as a Path; :class:`OutputPathError` (one line naming ``role`` and the path) if not.
+
+    Refused: a name ending with a path separator or naming a folder (or another non-regular
+    file, e.g. a device), a file that is one of the run's ``inputs`` (``{what: path}``: the
+    scenario file, a samples file, a checkpoint being resumed: it would be replaced), and a
+    folder that cannot be created or written to. Writability is tested by creating and removing
+    a temporary file in the nearest existing folder (permission bits alone do not tell, e.g.
+    for root or a read-only mount); missing folders are not created here (the write creates
+    them), so a refused or failed run leaves nothing behind.
+    """
+    text = str(path)
+    if not text.strip():
+        raise OutputPathError(f"{role} {text!r}: empty; give a file, e.g. results/result.h5")
+    if text.endswith(("/", os.sep)):
+        raise OutputPathError(f"{role} {text!r}: not a file name (it ends with a path "
+                              "separator); give a file, e.g. DIR/result.h5")
+    out = Path(text)
+    if out.is_dir():
+        raise OutputPathError(f"{role} {out}: is a folder; give a file, e.g. {out}/result.h5")
+    if out.exists() and not out.is_file():
+        raise OutputPathError(f"{role} {out}: exists and is not a regular file")
+    for what, source in (inputs or {}).items():
+        if _same_file(out, Path(source)):
+            raise OutputPathError(f"{role} {out}: is the {what} this run reads; writing there "
+                                  "would replace it (choose another output)")
+    parent = out.parent.absolute()
+    existing = parent  # the nearest folder that exists: the write creates the ones below it
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{role} {out}: {existing} is not a folder")
+    probe = _temp_path(existing / out.name)  # unique to this process (no race under MPI)
+    try:
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise OutputPathError(f"{role} {out}: cannot write in {existing} ({why})") from None
+    return out
 
 
 def _write_grid(grid: xr.Dataset, path: Path) -> None:
@@ -135,6 +250,8 @@ def _write_file(result: Result, path: Path) -> None:
         _write_root(f, result)
         _write_arrays(f, "samples", result.samples)
         _write_arrays(f, "history", result.history)
+        if result.mesh:
+            _write_arrays(f, "mesh", result.mesh)
         _write_metrics(f, result.metrics)
 
 
@@ -147,6 +264,7 @@ def write_result(result: Result, path: str | Path) -> Path:
     """
     path = Path(path)
     tmp = _temp_path(path)
+    clean_stale_temporaries(path.parent)
     try:
         _write_file(result, tmp)
         os.replace(tmp, path)
@@ -186,11 +304,29 @@ def read_result(path: str | Path) -> Result:
     """Read a file written by :func:`write_result`; the grid is loaded into memory.
 
     Raises :class:`ResultFileError` (one line naming the file) when ``path`` is missing, is not
-    HDF5, or is HDF5 but not a proxflow result (no ``format_version`` attribute).
+    HDF5, is HDF5 but not a proxflow result (no ``format_version`` attribute), or is damaged
+    (truncated, a temporary file of an interrupted write, unreadable).
     """
     path = Path(path)
     if not path.is_file():
         raise ResultFileError(f"{path}: no such result file")
+    if _TEMP_RE.fullmatch(path.name):
+        # a leftover of an interrupted write, or a write still running: never a whole result
+        raise ResultFileError(f"{path}: a temporary file of an unfinished write, not a result "
+                              "(the finished file has the name without the leading '.' and "
+                              "'.tmp-PID')")
+    try:
+        return _read_file(path)
+    except ResultFileError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
+        # h5py reports damaged objects as KeyError/OSError, a wrong layout as the others
+        raise ResultFileError(f"{path}: unreadable or damaged result file "
+                              f"({type(err).__name__}: {_one_line(err)})") from None
+
+
+def _read_file(path: Path) -> Result:
+    """:func:`read_result` without the translation of low-level errors."""
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -205,6 +341,7 @@ def read_result(path: str | Path) -> Result:
             settings=json.loads(_attr_str(f.attrs, "settings", "{}")),
             samples=_read_arrays(f, "samples"),
             history=_read_arrays(f, "history"),
+            mesh=_read_arrays(f, "mesh"),
             metrics={k: float(v) for k, v in f["metrics"].attrs.items()} if "metrics" in f else {},
             wall_time_s=float(f.attrs.get("wall_time_s", 0.0)),
             device=_attr_str(f.attrs, "device", "cpu"),

@@ -30,7 +30,8 @@ Validation is two-staged: pydantic models (``extra="forbid"``, strict types) che
 and types; builders then check what needs ``dim`` or several fields together and construct the
 dataclasses of :mod:`mfg.distributions`. Every failure is a :class:`ScenarioError` whose message
 is one line ``<origin>: <dotted.field>: <why>``. The domain must hold at least
-``MIN_DOMAIN_MASS`` (0.999) of the source's mass, and of the target's when it has a density.
+``MIN_DOMAIN_MASS`` (0.999) of the source's and of the target's mass (for ``samples``, the
+fraction of the points inside: data outside the box are never dropped silently).
 
 Kinds are looked up in registries (``DISTRIBUTION_KINDS``, ``TERMINAL_KINDS``, ``SOLVER_KINDS``,
 ``F_DIVERGENCES``): a new kind is one spec model with a ``build`` method plus one registry entry.
@@ -68,6 +69,7 @@ from mfg.distributions import (
     Uniform,
 )
 from mfg.divergences import F_DIVERGENCES
+from mfg.domains import Disk, GeometryError, Polygon, mass_inside
 from mfg.schema import (
     FieldError,
     FloatList,
@@ -80,12 +82,15 @@ from mfg.schema import (
     short_repr,
     validate,
 )
+from mfg.settings.fem import FemSolverSpec
 from mfg.settings.grid import GridSolverSpec
 from mfg.settings.neural import NeuralSolverSpec
 from mfg.settings.particle import GeneratorSolverSpec, JKOSolverSpec, ParticleSolverSpec
 
 #: Largest supported dimension.
 MAX_DIM = 4096
+#: Seeds must fit torch.manual_seed (a signed 64-bit integer).
+MAX_SEED = 2**63 - 1
 #: Any solver family's frozen config dataclass (see mfg.settings).
 SolverConfig = Any
 #: The domain must hold at least this much of the source's (and a density target's) mass.
@@ -121,9 +126,15 @@ class TerminalCost:
 
 @dataclass(frozen=True)
 class Domain:
-    """Box ``bounds = ((lo_1, hi_1), ..., (lo_d, hi_d))``."""
+    """Box ``bounds = ((lo_1, hi_1), ..., (lo_d, hi_d))``; for a disk or a polygon (mesh solvers
+    only) ``shape`` is its :mod:`mfg.domains` geometry and ``bounds`` its bounding box."""
 
     bounds: tuple[tuple[float, float], ...]
+    shape: Disk | Polygon | None = None  # None: the box itself
+
+    @property
+    def kind(self) -> str:
+        return "box" if self.shape is None else self.shape.kind
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,20 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """YAML int; one with more digits than Python converts (``sys.get_int_max_str_digits``,
+    4300) is a YAML error at its line instead of a bare ValueError."""
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"integer with {len(str(node.value))} digits is too long",
+            node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _load_yaml(text: str, origin: str) -> Any:
@@ -486,6 +511,7 @@ TERMINAL_KINDS: dict[str, type[_TerminalSpec]] = {
 
 
 class _DomainSpec(Spec):
+    kind: Literal["box"] = "box"
     bounds: list[FloatList] = Field(min_length=1)
 
     def build(self, loc: Loc, dim: int) -> Domain:
@@ -503,6 +529,56 @@ class _DomainSpec(Spec):
         return Domain(bounds=tuple((lo, hi) for lo, hi in self.bounds))
 
 
+def _geometry_error(loc: Loc, err: GeometryError) -> FieldError:
+    return FieldError(loc + tuple(err.field.split(".")), err.message)
+
+
+class _DiskDomainSpec(Spec):
+    """{kind: disk, centre: [x, y], radius: r} (2-D; mesh solvers)."""
+
+    kind: Literal["disk"]
+    centre: FloatList
+    radius: float = Field(gt=0)
+
+    def build(self, loc: Loc, dim: int) -> Domain:
+        if dim != 2:
+            raise FieldError(loc + ("kind",), f"a disk is a 2-D domain (dim = {dim})")
+        check_len(self.centre, 2, loc + ("centre",))
+        shape = Disk(tuple(self.centre), self.radius)
+        return Domain(bounds=shape.bounds, shape=shape)
+
+
+class _PolygonDomainSpec(Spec):
+    """{kind: polygon, vertices: [[x, y], ...], holes: [[[x, y], ...], ...]} (2-D; mesh solvers)."""
+
+    kind: Literal["polygon"]
+    vertices: list[FloatList] = Field(min_length=3)
+    holes: list[list[FloatList]] = Field(default_factory=list)
+
+    def build(self, loc: Loc, dim: int) -> Domain:
+        if dim != 2:
+            raise FieldError(loc + ("kind",), f"a polygon is a 2-D domain (dim = {dim})")
+        for i, v in enumerate(self.vertices):
+            check_len(v, 2, loc + ("vertices", i))
+        for i, hole in enumerate(self.holes):
+            for j, v in enumerate(hole):
+                check_len(v, 2, loc + ("holes", i, j))
+        try:
+            shape = Polygon(tuple(map(tuple, self.vertices)),
+                            tuple(tuple(map(tuple, h)) for h in self.holes))
+        except GeometryError as err:
+            raise _geometry_error(loc, err) from None
+        return Domain(bounds=shape.bounds, shape=shape)
+
+
+#: Domain kinds: YAML ``kind`` (default ``box``) -> spec model (with a ``build`` method).
+DOMAIN_KINDS: dict[str, type[Spec]] = {
+    "box": _DomainSpec,
+    "disk": _DiskDomainSpec,
+    "polygon": _PolygonDomainSpec,
+}
+
+
 #: Solver kinds: YAML ``kind`` -> spec model (with a ``build`` method).
 SOLVER_KINDS: dict[str, type[SolverSpec]] = {
     "grid": GridSolverSpec,
@@ -510,6 +586,7 @@ SOLVER_KINDS: dict[str, type[SolverSpec]] = {
     "particle": ParticleSolverSpec,
     "generator": GeneratorSolverSpec,
     "jko": JKOSolverSpec,
+    "fem": FemSolverSpec,
 }
 #: ``kind`` assumed where a ``solver`` mapping has none.
 DEFAULT_SOLVER_KIND = "grid"
@@ -523,10 +600,23 @@ class _ScenarioSpec(Spec):
     source: dict[str, Any]
     target: dict[str, Any]
     terminal: dict[str, Any]
-    domain: _DomainSpec | None = None
+    domain: dict[str, Any] | None = None
     solver: dict[str, Any] = Field(default_factory=lambda: {"kind": DEFAULT_SOLVER_KIND})
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     output: str | None = None
+
+
+#: A scenario ``name`` is a plain file stem: results/<name>.h5 must stay inside results/.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+
+
+def _check_name(name: str) -> None:
+    """``name`` must be a plain file stem (DESIGN.md §2b): no path separators, no ``..``, not
+    hidden, ASCII letters, digits and ``_ . + -`` only, at most 128 characters."""
+    if not _NAME_RE.fullmatch(name) or ".." in name:
+        raise FieldError(("name",), "must be a plain file stem (letters, digits, _ . + -; not "
+                         "starting with '.' or '-', no '..', at most 128 characters), got "
+                         f"{short_repr(name)}")
 
 
 #: Fields of the top-level mapping whose sub-schema is chosen by their ``kind``.
@@ -535,6 +625,7 @@ _DISPATCHED: dict[str, Mapping[str, type[Spec]]] = {
     "target": DISTRIBUTION_KINDS,
     "terminal": TERMINAL_KINDS,
     "solver": SOLVER_KINDS,
+    "domain": DOMAIN_KINDS,
 }
 
 
@@ -563,12 +654,22 @@ def _validate_kind(
 
 
 def _check_covers(dist: Distribution, domain: Domain, role: str) -> None:
-    """The domain must hold at least MIN_DOMAIN_MASS of ``dist`` (``mass_in_box``)."""
+    """The domain must hold at least MIN_DOMAIN_MASS of ``dist`` (``mass_in_box``; a disk or a
+    polygon: :func:`mfg.domains.mass_inside`)."""
+    if domain.shape is not None:
+        mass = mass_inside(dist, domain.shape)
+        if mass < MIN_DOMAIN_MASS:
+            raise FieldError(("domain",), f"does not cover the {role}: the {domain.kind} holds "
+                             f"{mass:.4f} of its mass, must hold >= {MIN_DOMAIN_MASS}")
+        return
     mass = dist.mass_in_box(domain.bounds)
     if mass < MIN_DOMAIN_MASS:
+        # samples: also the count and the file, so the user can find the points outside
+        points = (f" ({round(mass * dist.n)} of {dist.n} points of {dist.path})"
+                  if isinstance(dist, Samples) else "")
         raise FieldError(
             ("domain", "bounds"),
-            f"does not cover the {role}: it holds {mass:.4f} of its mass, "
+            f"does not cover the {role}: it holds {mass:.4f} of its mass{points}, "
             f"must hold >= {MIN_DOMAIN_MASS}",
         )
 
@@ -582,6 +683,7 @@ def _build_distribution(raw: Any, loc: Loc, dim: int, base_dir: Path) -> Distrib
 def _build_scenario(raw: dict[str, Any], base_dir: Path) -> Scenario:
     """Validate the raw mapping and build the Scenario (``text`` left empty)."""
     spec: _ScenarioSpec = validate(_ScenarioSpec, raw, ())
+    _check_name(spec.name)
     dim = spec.dim
     source = _build_distribution(spec.source, ("source",), dim, base_dir)
     target = _build_distribution(spec.target, ("target",), dim, base_dir)
@@ -595,10 +697,14 @@ def _build_scenario(raw: dict[str, Any], base_dir: Path) -> Scenario:
                              "needs a box)")
         domain = None
     else:
-        domain = spec.domain.build(("domain",), dim)
+        domain_spec = _validate_kind(spec.domain, ("domain",), DOMAIN_KINDS, "box")
+        domain = domain_spec.build(("domain",), dim)
+        if domain.kind not in solver_spec.DOMAIN_KINDS:
+            raise FieldError(("domain", "kind"), f"the {solver.kind} solver handles "
+                             f"{', '.join(solver_spec.DOMAIN_KINDS)} domains, not "
+                             f"{domain.kind!r} (use solver kind fem)")
         _check_covers(source, domain, "source")
-        if not isinstance(target, Samples):
-            _check_covers(target, domain, "target")
+        _check_covers(target, domain, "target")
     return Scenario(
         name=spec.name,
         dim=dim,
@@ -697,8 +803,10 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         raise FieldError((), f"override {item!r}: expected key.path=value")
     try:
         value = _parse_value(value_text)
-    except yaml.YAMLError:
-        raise FieldError((key,), f"override value {value_text!r} is not valid YAML") from None
+    except yaml.YAMLError as exc:
+        why = f" ({exc.problem})" if getattr(exc, "problem", None) else ""
+        raise FieldError((key,), f"override value {short_repr(value_text)} is not valid "
+                         f"YAML{why}") from None
     parts = key.split(".")
     node: Any = _ScenarioSpec
     container: Any = raw

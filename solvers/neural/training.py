@@ -14,6 +14,10 @@ Source batches are antithetic (x, 2m − x) for symmetric sources when ``antithe
 Randomness: all samples come from one numpy Generator and one torch Generator seeded by the
 scenario's seed; their states are in the checkpoint, so a resumed run on CPU reproduces the
 uninterrupted one bit for bit.
+
+A checkpoint carries the run's fingerprint (solvers.neural.fingerprint); resuming it under a
+different problem or training, with ``max_iter`` below its iteration, or from a file that is not
+a checkpoint of this format is a :class:`CheckpointError` (bad input: the CLI exits 2).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mfg.distributions import Distribution, Gaussian, Uniform
-from mfg.scenario import Scenario
+from mfg.results import clean_stale_temporaries
+from mfg.scenario import Scenario, ScenarioError
 from solvers.neural.dynamics import Dynamics, integrate, resolve_divergence
+from solvers.neural.fingerprint import differences, fingerprint
 from solvers.neural.networks import Critic, Potential, gradient_penalty
 from solvers.neural.terminal import (
     CRITIC_KINDS,
@@ -42,16 +48,20 @@ from solvers.neural.terminal import (
 #: per-iteration history keys (equal-length lists)
 HISTORY_KEYS = ("loss", "kinetic_energy", "terminal_cost", "hj_penalty", "terminal_penalty",
                 "critic_objective", "lr")
-#: settings that must agree between a checkpoint and the run that resumes it
-ARCHITECTURE_KEYS = ("width", "depth", "quadratic", "critic_width", "critic_depth", "lipschitz",
-                     "dtype")
-CHECKPOINT_FORMAT = 1
+#: 2: with the run's fingerprint (format 1 had only the architecture)
+CHECKPOINT_FORMAT = 2
 #: sources symmetric about their mean (antithetic sampling applies)
 SYMMETRIC_SOURCES = (Gaussian, Uniform)
 
 
 class NeuralTrainingError(RuntimeError):
     """Training stopped (non-finite values, bad checkpoint); the message says what to do."""
+
+
+class CheckpointError(NeuralTrainingError, ScenarioError):
+    """A checkpoint that cannot be resumed by this run: missing, unreadable, of another format,
+    of another problem or training (the fields are named), or past ``max_iter``. It is bad
+    input, so it is also a ScenarioError (exit 2 in the CLI)."""
 
 
 def rademacher(shape: tuple[int, ...], like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -213,9 +223,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
-            "architecture": {k: getattr(self.cfg, k) for k in ARCHITECTURE_KEYS},
-            "dim": self.dim,
-            "seed": self.scenario.seed,
+            "fingerprint": fingerprint(self.scenario),
             "potential": self.potential.state_dict(),
             "opt": self.opt.state_dict(),
             "critic": None if self.critic is None else self.critic.state_dict(),
@@ -229,26 +237,61 @@ class Trainer:
         """Write a checkpoint atomically (temporary file renamed onto ``path``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(path.parent)  # left by a run killed while saving
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self.last_checkpoint = (str(path), self.iteration)
 
     def load(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save` for the same architecture."""
+        """Restore a checkpoint written by :meth:`save` for the same fingerprint (module doc);
+        :class:`CheckpointError` otherwise, before anything is changed."""
         path = Path(path)
-        if not path.is_file():
-            raise NeuralTrainingError(f"solver.resume: no checkpoint at {path}")
+        state = self._read_checkpoint(path)
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"solver.resume: checkpoint {path} is damaged (cannot restore "
+                                  f"{type(err).__name__}: {' '.join(str(err).split())[:120]})"
+                                  ) from None
+        self.last_checkpoint = (str(path), self.iteration)
+
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """The checkpoint's state, checked against this run (format, fingerprint, max_iter).
+        ``weights_only``: a checkpoint holds tensors and plain Python values only, and a file
+        that is not one must not run code when unpickled."""
+        if not path.is_file():
+            raise CheckpointError(f"solver.resume: no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise NeuralTrainingError(f"solver.resume: cannot read checkpoint {path}: "
-                                      f"{type(err).__name__}") from None
-        arch = {k: getattr(self.cfg, k) for k in ARCHITECTURE_KEYS}
-        if state.get("architecture") != arch or state.get("dim") != self.dim:
-            raise NeuralTrainingError(
-                f"solver.resume: checkpoint {path} was written for dim={state.get('dim')}, "
-                f"{state.get('architecture')}; this run has dim={self.dim}, {arch}")
+            raise CheckpointError(f"solver.resume: {path} is not a readable checkpoint "
+                                  f"({type(err).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"solver.resume: {path} is not a checkpoint of format "
+                                  f"{CHECKPOINT_FORMAT} (found {found!r}); start without "
+                                  "--resume")
+        diff = differences(state.get("fingerprint") or {}, fingerprint(self.scenario))
+        if diff:
+            raise CheckpointError(f"solver.resume: checkpoint {path} is of a different run; "
+                                  f"differing: {'; '.join(diff)}")
+        done = state.get("iteration")
+        if not isinstance(done, int) or done < 0:
+            raise CheckpointError(f"solver.resume: checkpoint {path} has no valid iteration "
+                                  f"count (found {done!r})")
+        if done > self.cfg.max_iter:
+            raise CheckpointError(f"solver.max_iter: {self.cfg.max_iter} is below the "
+                                  f"checkpoint's iteration {done} ({path}); set max_iter >= "
+                                  f"{done} to resume")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Networks, optimizers, random generators, iteration and history from ``state``."""
         self.potential.load_state_dict(state["potential"])
         self.opt.load_state_dict(state["opt"])
         if self.critic is not None:
@@ -260,7 +303,6 @@ class Trainer:
         self.history = {k: list(state["history"].get(k, [])) for k in HISTORY_KEYS}
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.iteration)
-        self.last_checkpoint = (str(path), self.iteration)
 
 
 def train(trainer: Trainer, checkpoint: str | None,
