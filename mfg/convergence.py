@@ -88,6 +88,8 @@ def plot_convergence(ns: list[int], table: dict[str, list[float]], path: str | P
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
+    from mfg.plotting import save_figure
+
     fig = Figure(figsize=(5.5, 4.2))
     ax = fig.add_subplot()
     n = np.asarray(ns, dtype=float)
@@ -107,7 +109,5 @@ def plot_convergence(ns: list[int], table: dict[str, list[float]], path: str | P
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    save_figure(fig, path)
     return path

@@ -141,8 +141,9 @@ def _plot_samples(fig: Figure, samples: dict[str, np.ndarray]) -> None:
     ax.set(xlabel="x1", ylabel="x2", title="terminal samples", aspect="equal")
 
 
-def _save(fig: Figure, path: Path) -> None:
-    """Save to a temporary sibling, then rename onto ``path``."""
+def save_figure(fig: Figure, path: Path) -> None:
+    """Save to a temporary sibling ``.<name>.tmp-<pid>`` (cleaned up if this process dies: see
+    mfg.results.clean_stale_temporaries), then rename onto ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         fig.savefig(tmp, format=(path.suffix.lstrip(".") or "png"), dpi=120)
@@ -170,5 +171,5 @@ def plot_result(result: Result, path: str | Path, n_snapshots: int = 5) -> Path:
     else:
         raise PlotError("result has neither a density grid nor terminal samples to plot")
     fig.suptitle(_title(result))
-    _save(fig, path)
+    save_figure(fig, path)
     return path
