@@ -199,6 +199,30 @@ class BackAndForth:
     def _sq_norm(self, g: Array, d: Array) -> float:
         return float(self.h * np.sum(g * d))
 
+    def _ascend(
+        self,
+        x: Array,
+        d: Array,
+        step: float,
+        val: float,
+        predicted: float,
+        min_step: float,
+        pair: Callable[[Array], tuple[Array, Array]],
+    ) -> tuple[Array, Array, float, Array, float, float]:
+        """One preconditioned ascent step x + σd of the dual with backtracking: σ is halved until
+        the dual value does not fall (or σ < ``min_step``), then adapted (:func:`_adapt`).
+        ``pair(x)`` gives the (ψ, φ) at which the dual is evaluated. Returns the new
+        (ψ, φ, value, ρ_G, ν, σ)."""
+        while True:
+            x_new = x + step * d
+            psi, phi = pair(x_new)
+            val_new, rho_new, nu_new = self.dual(psi, phi)
+            gain = val_new - val
+            if gain >= 0 or step < min_step:
+                break
+            step *= 0.5
+        return psi, phi, val_new, rho_new, nu_new, _adapt(step, gain, predicted)
+
     # -- the iteration --------------------------------------------------------------------
     def run(self, tol: float, max_iter: int, callback=None) -> BFMState:
         """Alternate φ- and ψ-steps until the certified relative gap is under ``tol``."""
@@ -234,16 +258,8 @@ class BackAndForth:
             g = rho_g - pushed / self.h
             d = self.inverse_laplacian(g)
             pred = self._sq_norm(g, d)
-            while True:
-                phi_new = phi + s_phi * d
-                psi_new = self.c(phi_new)
-                val_new, rho_new, nu_new = self.dual(psi_new, phi_new)
-                gain = val_new - val
-                if gain >= 0 or s_phi < 1e-8 * sigma0:
-                    break
-                s_phi *= 0.5
-            s_phi = _adapt(s_phi, gain, pred)
-            phi, psi, val, rho_g, nu = phi_new, psi_new, val_new, rho_new, nu_new
+            psi, phi, val, rho_g, nu, s_phi = self._ascend(
+                phi, d, s_phi, val, pred, 1e-8 * sigma0, lambda f: (self.c(f), f))
             state.lower = max(state.lower, val)
 
             # ψ-step: ascend I at ψ (φ̂ = ψ^c ≥ φ, so I(ψ) ≥ J(φ))
@@ -258,16 +274,8 @@ class BackAndForth:
             g = self.rho0 - back / self.h
             d = self.inverse_laplacian(g)
             pred = self._sq_norm(g, d)
-            while True:
-                psi_new = psi + s_psi * d
-                phi_new = self.c(psi_new)
-                val_new, rho_new, nu_new = self.dual(psi_new, phi_new)
-                gain = val_new - val
-                if gain >= 0 or s_psi < 1e-8 * sigma0:
-                    break
-                s_psi *= 0.5
-            s_psi = _adapt(s_psi, gain, pred)
-            phi, val, rho_g, nu = phi_new, val_new, rho_new, nu_new
+            _, phi, val, rho_g, nu, s_psi = self._ascend(
+                psi, d, s_psi, val, pred, 1e-8 * sigma0, lambda f: (f, self.c(f)))
             psi = self.c(phi)  # φ = ψ^c, and the next φ-step needs φ^c ≥ ψ
             val, rho_g, nu = self.dual(psi, phi)
             state.lower = max(state.lower, val, self.exact_dual(phi))
