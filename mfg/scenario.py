@@ -55,7 +55,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field
 
-from mfg.datasets import ToyData
+from mfg.datasets import DIGITS_DIM, Digits, ToyData
 from mfg.distributions import (
     WEIGHT_SUM_TOL,
     Circle,
@@ -112,6 +112,10 @@ class TerminalCost:
     * ``lipschitz_f``: D_f^{Γ_L}(ρ_T‖π) = inf_σ D_f(σ‖π) + L·W1(ρ_T, σ), ``f`` and ``L``.
     * ``mmd``: MMD_k²(ρ_T, π) with ``kernel`` (gaussian, laplace, energy) and ``bandwidth``.
     * ``sinkhorn``: debiased Sinkhorn divergence S_ε(ρ_T, π) with ``blur`` = ε^{1/p} and ``p``.
+    * ``likelihood``: no parameters; the likelihood-trained baseline (OT-Flow's objective,
+      neural solver only): G = E_π[−log ρ_T], with the kinetic energy taken along the data's
+      backward characteristics (solvers/neural/likelihood.py). Needs a gaussian or mixture
+      source (its log-density in torch).
     """
 
     kind: str
@@ -391,8 +395,21 @@ class _DatasetSpec(_DistributionSpec):
     embedding_seed: int = Field(default=0, ge=0)
     noise: float = Field(default=0.0, ge=0)
 
-    def build(self, loc: Loc, dim: int, base_dir: Path) -> ToyData:
-        """A 2-D toy data set (mfg.datasets), embedded in R^dim when dim > 2."""
+    def build(self, loc: Loc, dim: int, base_dir: Path) -> ToyData | Digits:
+        """A 2-D toy data set (mfg.datasets), embedded in R^dim when dim > 2; or ``digits``,
+        the 8×8 images in R^64 (dim must be 64; no embedding)."""
+        if self.name == "digits":
+            if dim != DIGITS_DIM:
+                raise FieldError(loc + ("name",), f"digits are {DIGITS_DIM}-D (8×8 images): "
+                                 f"dim must be {DIGITS_DIM} (got {dim})")
+            for key in ("embedding", "embedding_seed"):
+                if key in self.model_fields_set:
+                    raise FieldError(loc + (key,), "digits are 64-D images, not embedded 2-D "
+                                     "data: remove this field")
+            try:
+                return Digits(self.noise)
+            except DistributionError as err:
+                raise _distribution_error(loc, err) from None
         if dim < 2:
             raise FieldError(loc + ("kind",), f"toy data sets are 2-D or embedded (dim = {dim})")
         try:
@@ -499,6 +516,12 @@ class _SinkhornTerminalSpec(_TerminalSpec):
         return TerminalCost(kind=self.kind, blur=self.blur, p=self.p)
 
 
+class _LikelihoodTerminalSpec(_TerminalSpec):
+    """G = E_π[−log ρ_T] (negative log-likelihood of the data, OT-Flow's objective)."""
+
+    kind: Literal["likelihood"]
+
+
 #: Terminal-cost kinds: YAML ``kind`` -> spec model (with a ``build`` method).
 TERMINAL_KINDS: dict[str, type[_TerminalSpec]] = {
     "fixed": _FixedTerminalSpec,
@@ -507,6 +530,7 @@ TERMINAL_KINDS: dict[str, type[_TerminalSpec]] = {
     "lipschitz_f": _LipschitzFTerminalSpec,
     "mmd": _MMDTerminalSpec,
     "sinkhorn": _SinkhornTerminalSpec,
+    "likelihood": _LikelihoodTerminalSpec,
 }
 
 

@@ -34,7 +34,7 @@ seed: 1
     [
         ("{kind: sinkhorn, blur: 0.05, p: 2}", 120, 0.1),
         ("{kind: mmd, kernel: energy}", 150, 0.15),
-        ("{kind: w1, L: 1.0}", 300, 0.15),
+        ("{kind: w1, L: 1.0}", 500, 0.15),  # the ReLU critic with 3 steps: 1.31 at 300
         ("{kind: lipschitz_f, f: alpha, alpha: 2.0, L: 1.0}", 150, 0.15),
     ],
 )
@@ -46,7 +46,8 @@ def test_sample_based_terminal_costs_reach_the_target(terminal, iters, tol):
 
 
 def test_hutchinson_kl_in_12_dimensions_moves_the_mean():
-    text = SHIFT.format(terminal="{kind: f, f: kl}", iters=60).replace("dim: 2", "dim: 12")
+    # 120 iterations: with the default HJ penalty the mean is 0.34 after 60 (0.48 without it)
+    text = SHIFT.format(terminal="{kind: f, f: kl}", iters=120).replace("dim: 2", "dim: 12")
     text = text.replace("mean: [0, 0]", f"mean: {[0.0] * 12}")
     text = text.replace("mean: [1.5, -1.0], std: [0.7, 1.2]", f"mean: {[1.0] * 12}, std: 1.0")
     text = text.replace("lambda: 0.05", "lambda: 1.0")

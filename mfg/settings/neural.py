@@ -19,11 +19,13 @@ class NeuralSolverConfig:
     characteristics dx/dt = −∇U_θ/λ integrated with torchdiffeq (``method``, ``nt`` steps,
     ``adjoint``).
 
-    Critic φ_ω (``lipschitz_f``, ``w1``): ``critic_steps`` ascent steps per generator step, its
-    Lipschitz bound L enforced by ``lipschitz`` = ``penalty`` (one-sided, weight ``gp_weight``)
-    or ``spectral`` (spectral normalization). Penalties: ``hj_weight`` (HJ residual along the
-    trajectories), ``terminal_weight`` (terminal-condition residual). ``divergence``: ∇·v by the
-    exact Laplacian or Hutchinson's estimator (``auto``: exact when dim <= 10).
+    Critic φ_ω (``lipschitz_f``, ``w1``): ``critic_steps`` ascent steps per generator step,
+    activation ``critic_activation`` (``relu``: piecewise linear, follows the cone L·dist(x, M)
+    of a manifold target M; ``silu``: smooth), its Lipschitz bound L enforced by ``lipschitz`` =
+    ``penalty`` (one-sided, weight ``gp_weight``) or ``spectral`` (spectral normalization).
+    Penalties: ``hj_weight`` (HJ residual along the trajectories), ``terminal_weight``
+    (terminal-condition residual). ``divergence``: ∇·v by the exact Laplacian or Hutchinson's
+    estimator (``auto``: exact when dim <= 10).
 
     Output: ``eval_samples`` terminal samples (and the Sinkhorn divergence to as many fresh
     target samples), ``n_trajectories`` trajectories, and for dim <= 2 with a domain, U and ρ on
@@ -36,24 +38,25 @@ class NeuralSolverConfig:
     width: int = 64
     depth: int = 2
     quadratic: bool = True
-    method: str = "rk4"
-    nt: int = 8
+    method: str = "auto"
+    nt: int = 5
     adjoint: bool = False
     rtol: float = 1e-5
     atol: float = 1e-5
     divergence: str = "auto"
     batch_size: int = 512
     antithetic: bool = True
-    max_iter: int = 1000
-    lr: float = 1e-2
-    lr_decay: float = 1.0
+    max_iter: int = 2000
+    lr: float = 5e-3
+    lr_decay: float = 0.1
     critic_width: int = 64
     critic_depth: int = 2
     critic_lr: float = 1e-3
     critic_steps: int = 5
+    critic_activation: str = "relu"
     lipschitz: str = "penalty"
     gp_weight: float = 10.0
-    hj_weight: float = 0.0
+    hj_weight: float = 5.0
     terminal_weight: float = 0.0
     device: str = "cpu"
     dtype: str = "float32"
@@ -75,7 +78,7 @@ class NeuralSolverSpec(SolverSpec):
     width: int = Field(default=_D.width, ge=1)
     depth: int = Field(default=_D.depth, ge=0)
     quadratic: bool = _D.quadratic
-    method: Literal["euler", "midpoint", "rk4", "dopri5"] = _D.method
+    method: Literal["auto", "euler", "midpoint", "rk4", "dopri5"] = _D.method
     nt: int = Field(default=_D.nt, ge=1)
     adjoint: bool = _D.adjoint
     rtol: float = Field(default=_D.rtol, gt=0)
@@ -90,6 +93,7 @@ class NeuralSolverSpec(SolverSpec):
     critic_depth: int = Field(default=_D.critic_depth, ge=1)
     critic_lr: float = Field(default=_D.critic_lr, gt=0)
     critic_steps: int = Field(default=_D.critic_steps, ge=1)
+    critic_activation: Literal["relu", "silu"] = _D.critic_activation
     lipschitz: Literal["penalty", "spectral"] = _D.lipschitz
     gp_weight: float = Field(default=_D.gp_weight, ge=0)
     hj_weight: float = Field(default=_D.hj_weight, ge=0)
@@ -114,13 +118,17 @@ class NeuralSolverSpec(SolverSpec):
         "w1": None,
         "mmd": None,
         "sinkhorn": None,
+        "likelihood": None,
     }
-    #: target kinds whose log-density the solver evaluates in torch (needed by ``f``)
+    #: kinds whose log-density the solver evaluates in torch (``f``: the target's;
+    #: ``likelihood``: the source's, at the pulled-back data)
     TORCH_DENSITIES: ClassVar[tuple[type, ...]] = (Gaussian, Mixture)
 
     def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
         """Only TERMINALS; ``f`` needs a Gaussian/mixture target (log π in torch) and a source
-        with a density (log ρ_T along characteristics starts from log ρ0)."""
+        with a density (log ρ_T along characteristics starts from log ρ0); ``likelihood`` needs
+        a Gaussian/mixture source (log ρ0 in torch at the data pulled back to t = 0) and has no
+        terminal residual (``terminal_weight`` must be 0)."""
         if terminal.kind not in self.TERMINALS:
             raise FieldError(("terminal", "kind"), f"the neural solver does not implement "
                              f"{terminal.kind!r} (it has: {', '.join(self.TERMINALS)})")
@@ -136,6 +144,14 @@ class NeuralSolverSpec(SolverSpec):
             if not source.has_density:
                 raise FieldError(("source", "kind"), "terminal kind f needs a source with a "
                                  f"density (got {type(source).__name__})")
+        if terminal.kind == "likelihood":
+            if not isinstance(source, self.TORCH_DENSITIES):
+                raise FieldError(("source", "kind"), "terminal kind likelihood needs a source "
+                                 "with a log-density (gaussian or mixture; got "
+                                 f"{type(source).__name__})")
+            if self.terminal_weight > 0:
+                raise FieldError(("solver", "terminal_weight"), "terminal kind likelihood has "
+                                 "no terminal residual; set terminal_weight to 0")
 
     def build(self, loc: Loc, dim: int) -> NeuralSolverConfig:
         return NeuralSolverConfig(**self.model_dump())

@@ -19,6 +19,7 @@ import xarray as xr
 
 from mfg.metrics import sinkhorn_divergence
 from solvers.neural.dynamics import Dynamics, integrate
+from solvers.neural.likelihood import LikelihoodTrainer, data_metrics, inversion_error
 from solvers.neural.terminal import critic_objective
 from solvers.neural.training import Trainer, rademacher
 
@@ -33,7 +34,13 @@ METRIC_BLUR, METRIC_P = 0.05, 2
 def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Terminal samples (eval_samples, d), trajectories (nt + 1, n_trajectories, d) and metrics:
     kinetic_energy, terminal_cost, objective, hj_residual, terminal_residual,
-    sinkhorn_to_target. Uses its own random streams (seed, 1), so training is not disturbed."""
+    sinkhorn_to_target. Uses its own random streams (seed, 1), so training is not disturbed.
+
+    Terminal samples always come forward from the source. For ``likelihood`` terminal_cost is the
+    NLL E_π[−log ρ_T] of eval_samples fresh data (nats), ``kinetic_energy_data`` their kinetic
+    energy along the pulled-back paths, objective = kinetic_energy_data + terminal_cost (the
+    quantity OT-Flow minimizes; ``kinetic_energy`` stays the flow of ρ0's), and
+    ``inversion_error`` how far the backward map is from inverting the forward one."""
     sc, cfg = tr.scenario, tr.cfg
     rng = np.random.default_rng([sc.seed, 1])
     gen = torch.Generator(device=tr.device)
@@ -46,7 +53,7 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     if div == "hutchinson":
         dyn.noise = rademacher(tuple(x0.shape), x0, gen)
     times = torch.linspace(0.0, tr.T, cfg.nt + 1, dtype=tr.dtype, device=tr.device)
-    xs, ells, ks, _ = integrate(dyn, x0, times, cfg.method, cfg.nt, False, cfg.rtol, cfg.atol)
+    xs, ells, ks, _ = integrate(dyn, x0, times, tr.method, cfg.nt, False, cfg.rtol, cfg.atol)
     x_t = xs[-1]
     y_np = sc.target.sample(n, rng)
     y = tr.tensor(y_np)
@@ -59,10 +66,15 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     elif tr.needs_logp:
         g = tr.tensor(sc.source.log_density(x0_np)) + ells[-1] - tr.log_pi(x_t)
         metrics["terminal_cost"] = float(g.mean())
+    elif isinstance(tr, LikelihoodTrainer):
+        metrics.update(data_metrics(tr, y, gen))  # NLL of the fresh data, their kinetic energy
+        metrics["inversion_error"] = inversion_error(tr, x0, x_t, gen)
     else:
         with torch.no_grad():
             metrics["terminal_cost"] = float(tr.sample_div(x_t, y))
-    metrics["objective"] = metrics["kinetic_energy"] + metrics["terminal_cost"]
+    # likelihood: the objective it minimizes, with the kinetic energy along the data's paths
+    metrics["objective"] = (metrics.get("kinetic_energy_data", metrics["kinetic_energy"])
+                            + metrics["terminal_cost"])
     metrics["hj_residual"] = hj_residual(tr, xs[:, : min(n, HJ_POINTS)], times)
     res = terminal_residual(tr, x_t[: min(n, HJ_POINTS)], None if g is None else g[:HJ_POINTS])
     if res is not None:
@@ -139,7 +151,7 @@ def fields_on_grid(tr: Trainer) -> xr.Dataset | None:
                 continue
             steps = max(1, math.ceil(cfg.nt * t / sc.T - 1e-9))
             tt = torch.tensor([t, 0.0], dtype=tr.dtype, device=tr.device)
-            xs, ells, _, _ = integrate(dyn, xc, tt, cfg.method, steps, False, cfg.rtol,
+            xs, ells, _, _ = integrate(dyn, xc, tt, tr.method, steps, False, cfg.rtol,
                                        cfg.atol, span=t)
             x0 = xs[-1].double().cpu().numpy()
             logp_parts.append(sc.source.log_density(x0) - ells[-1].double().cpu().numpy())

@@ -123,17 +123,28 @@ class Potential(nn.Module):
         return k * u, k * grad[:, :d], k * grad[:, d], None if lap is None else k * lap
 
 
-class Critic(nn.Module):
-    """φ_ω(x) = L·MLP(x) with ``depth`` hidden layers of ``width`` units (SiLU/1.1, 1-Lipschitz).
+#: critic activations σ with |σ'| <= 1 (SiLU is rescaled by 1/1.1, the bound of its slope)
+CRITIC_ACTIVATIONS = ("relu", "silu")
 
+
+class Critic(nn.Module):
+    """φ_ω(x) = L·MLP(x) with ``depth`` hidden layers of ``width`` units and 1-Lipschitz activation
+    σ (``relu``, or ``silu``/1.1).
+
+    ReLU gives piecewise-linear critics that can follow the cone L·dist(x, M) of a target on a
+    manifold M to any resolution; a smooth σ rounds the cone off at the scale of its
+    pre-activations, so its pull towards M fades near M (samples stall off the manifold).
     With ``spectral`` every layer is spectrally normalized, so Lip(φ) <= L; otherwise the bound is
     enforced by the one-sided gradient penalty of :func:`gradient_penalty`. ``nu`` is the scalar
     ν of the variational form of f-divergences other than KL (unused otherwise).
     """
 
     def __init__(self, dim: int, L: float, width: int = 64, depth: int = 2,
-                 spectral: bool = False):
+                 spectral: bool = False, activation: str = "silu"):
         super().__init__()
+        if activation not in CRITIC_ACTIVATIONS:
+            raise ValueError(f"critic activation {activation!r} not in {CRITIC_ACTIVATIONS}")
+        self.activation = activation
         sizes = [dim] + [width] * depth + [1]
         layers = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
         if spectral:
@@ -145,8 +156,19 @@ class Critic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for layer in self.layers[:-1]:
-            h = nn.functional.silu(layer(h)) / 1.1  # |silu'| <= 1.1
+            a = layer(h)
+            h = torch.relu(a) if self.activation == "relu" else nn.functional.silu(a) / 1.1
         return self.L * self.layers[-1](h)[:, 0]
+
+
+def gradient_penalty_terms(critic: Critic, x: torch.Tensor, y: torch.Tensor,
+                           u: torch.Tensor) -> torch.Tensor:
+    """Per-sample one-sided penalty max(|∇φ(x̂)|² − L², 0), shape (n,), at x̂ = u x + (1 − u) y
+    for x, y (n, d) and u (n, 1). ∇φ by torch.autograd.grad with create_graph: out of place, so
+    DistributedDataParallel's gradient hooks see only the outer backward."""
+    xh = (u * x + (1 - u) * y).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(critic(xh).sum(), xh, create_graph=True)
+    return torch.relu((g**2).sum(dim=1) - critic.L**2)
 
 
 def gradient_penalty(critic: Critic, x: torch.Tensor, y: torch.Tensor,
@@ -155,6 +177,4 @@ def gradient_penalty(critic: Critic, x: torch.Tensor, y: torch.Tensor,
     x and y of shape (n, d) (the shorter length is used)."""
     n = min(len(x), len(y))
     u = torch.rand(n, 1, dtype=x.dtype, device=x.device, generator=generator)
-    xh = (u * x[:n] + (1 - u) * y[:n]).detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(critic(xh).sum(), xh, create_graph=True)
-    return torch.relu((g**2).sum(dim=1) - critic.L**2).mean()
+    return gradient_penalty_terms(critic, x[:n], y[:n], u).mean()

@@ -12,9 +12,11 @@ import torch
 
 from mfg.provenance import git_revision, versions
 from mfg.results import Result
-from mfg.scenario import Scenario
+from mfg.scenario import Scenario, ScenarioError
+from solvers.neural.distributed import Group, check_batch, launch_ranks, process_group
 from solvers.neural.fields import evaluate, fields_on_grid
-from solvers.neural.training import NeuralTrainingError, Trainer, train
+from solvers.neural.likelihood import LikelihoodTrainer
+from solvers.neural.training import NeuralTrainingError, Trainer, distributable, train
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -33,25 +35,61 @@ def default_checkpoint(scenario: Scenario) -> str:
     return out + ".ckpt"
 
 
+def trainer_class_for(scenario: Scenario) -> type[Trainer]:
+    """The trainer of the scenario's terminal kind: maximum likelihood for ``likelihood``, the
+    generator/critic trainer otherwise."""
+    return LikelihoodTrainer if scenario.terminal.kind == "likelihood" else Trainer
+
+
+def make_trainer(trainer_class: type[Trainer], scenario: Scenario, group: Group) -> Trainer:
+    """The run's trainer on the group's device; the group is passed only when there are several
+    processes (trainer classes that do not run distributed need not accept it)."""
+    dtype = DTYPES[scenario.solver.dtype]
+    if group.world_size > 1:
+        return trainer_class(scenario, group.device, dtype, group)
+    return trainer_class(scenario, group.device, dtype)
+
+
 def solve(scenario: Scenario, *, callback: Callable[[Trainer], None] | None = None) -> Result:
     """Train U_θ for ``scenario`` (settings: mfg.settings.neural) and return its Result: terminal
     samples and trajectories, history, metrics, and for dim <= 2 the fields U and ρ on the grid.
 
-    ``callback(trainer)`` runs after every iteration (for tests and tools)."""
+    ``callback(trainer)`` runs after every iteration (for tests and tools).
+
+    Under torchrun (WORLD_SIZE > 1) the processes train together (solvers.neural.distributed):
+    ``batch_size`` is the global batch, rank 0 alone evaluates and writes checkpoints; the other
+    ranks return the Result without samples, metrics and fields."""
     t0 = time.perf_counter()
     cfg = scenario.solver
     device = resolve_device(cfg.device)
-    trainer = Trainer(scenario, device, DTYPES[cfg.dtype])
-    checkpoint = cfg.checkpoint or default_checkpoint(scenario)
-    train(trainer, checkpoint if (cfg.checkpoint_every or cfg.resume) else None, callback)
-    samples, metrics = evaluate(trainer)
-    grid = fields_on_grid(trainer)
+    trainer_class = trainer_class_for(scenario)
+    ranks = launch_ranks()
+    if ranks.world_size > 1:
+        check_batch(cfg.batch_size, ranks.world_size)
+        if not distributable(trainer_class):
+            raise ScenarioError(f"terminal kind {scenario.terminal.kind!r}: its trainer does "
+                                "not run under torchrun yet; run it in one process")
+    with process_group(ranks, device) as group:
+        trainer = make_trainer(trainer_class, scenario, group)
+        checkpoint = cfg.checkpoint or default_checkpoint(scenario)
+        train(trainer, checkpoint if (cfg.checkpoint_every or cfg.resume) else None, callback)
+        samples: dict[str, np.ndarray] = {}
+        metrics: dict[str, float] = {}
+        grid = None
+        if group.is_main:
+            samples, metrics = evaluate(trainer)
+            grid = fields_on_grid(trainer)
+        group.barrier()  # the others wait, so that the group outlives rank 0's evaluation
     metrics["iterations"] = float(trainer.iteration)
-    device_name = str(device)
-    if device.type == "cuda":
-        device_name += f" ({torch.cuda.get_device_name(device)})"
+    device_name = str(group.device)
+    if group.device.type == "cuda":
+        device_name += f" ({torch.cuda.get_device_name(group.device)})"
+    if group.world_size > 1:
+        device_name += f" x {group.world_size} processes (torchrun, DDP)"
     settings = dataclasses.asdict(cfg) | {"checkpoint": checkpoint,
-                                          "divergence": trainer.divergence}
+                                          "divergence": trainer.divergence,
+                                          "method": trainer.method,
+                                          "processes": group.world_size}
     return Result(
         solver="neural",
         status="max_iter",

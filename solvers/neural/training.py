@@ -6,11 +6,24 @@ One iteration (batch of B source samples x0 ~ ρ0):
 1. integrate the characteristics from 0 to T (dynamics.integrate): x_T, ell_T, K_T, H_T;
 2. critic kinds: ``critic_steps`` ascent steps on E_P[φ] − Λ_Q(φ) (− gradient penalty) with P the
    detached x_T and fresh target batches Q;
-3. generator step on  J_B = mean K_T + Ĝ + hj_weight·mean H_T/T + terminal_weight·R_T  with Ĝ the
+3. generator step on  J_B = mean K_T + Ĝ + hj_weight·mean H_T/(Tλ) + terminal_weight·R_T  with Ĝ the
    generator's share of the terminal cost (terminal.py) and R_T the terminal residual:
    mean |∇U(x_T, T) − ∇φ(x_T)|² (critic kinds) or Var[U(x_T, T) − log(ρ_T/π)(x_T)] (KL).
+   H_T = ∫(−∂tU + |∇U|²/(2λ))² dt scales as λ²|v|⁴T, K_T as λ|v|²: dividing by Tλ keeps the
+   weight's meaning when λ changes. With Euler steps H_T gets the endpoint terms of the trapezoid
+   rule (dynamics.euler_hj_endpoints), so the residual at t = T is penalized too.
 
 Source batches are antithetic (x, 2m − x) for symmetric sources when ``antithetic`` is set.
+
+Both losses are the forward of a module (:class:`LossModule`) that DistributedDataParallel wraps
+under torchrun (solvers.neural.distributed): DDP averages only the gradients of work done inside
+the wrapped forward, and the potential's gradients come from Potential.derivatives inside odeint,
+so the generator's forward holds the whole step (integration, critic steps, terminal part,
+penalties) and the critic's forward its objective and gradient penalty. Every random draw is of
+the global batch (``batch_size``) and each process keeps its shard; batch statistics are taken on
+the gathered global batch (``Group.gather``), so the losses do not depend on the process count.
+With one process, shard and gather are the identity.
+
 Randomness: all samples come from one numpy Generator and one torch Generator seeded by the
 scenario's seed; their states are in the checkpoint, so a resumed run on CPU reproduces the
 uninterrupted one bit for bit.
@@ -30,14 +43,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from mfg.distributions import Distribution, Gaussian, Uniform
 from mfg.results import clean_stale_temporaries
 from mfg.scenario import Scenario, ScenarioError
-from solvers.neural.dynamics import Dynamics, integrate, resolve_divergence
+from solvers.neural.distributed import Group, Ranks
+from solvers.neural.dynamics import (
+    Dynamics,
+    euler_hj_endpoints,
+    integrate,
+    resolve_divergence,
+    resolve_method,
+)
 from solvers.neural.fingerprint import differences, fingerprint
-from solvers.neural.networks import Critic, Potential, gradient_penalty
+from solvers.neural.networks import Critic, Potential, gradient_penalty_terms
 from solvers.neural.terminal import (
     CRITIC_KINDS,
     critic_objective,
@@ -81,12 +102,33 @@ def source_batch(src: Distribution, n: int, rng: np.random.Generator,
     return np.concatenate([half, 2 * src.mean() - half])[:n]
 
 
-class Trainer:
-    """State of one training run: networks, optimizers, random generators, history."""
+class LossModule(nn.Module):
+    """``forward(*args) = loss_fn(*args)`` with ``owner``'s parameters as its own: the module
+    DistributedDataParallel wraps, so that the work of ``loss_fn`` is the wrapped forward."""
 
-    def __init__(self, scenario: Scenario, device: torch.device, dtype: torch.dtype):
+    def __init__(self, owner: nn.Module, loss_fn: Callable[..., Any]):
+        super().__init__()
+        self.owner = owner
+        self.loss_fn = loss_fn
+
+    def forward(self, *args: Any) -> Any:
+        return self.loss_fn(*args)
+
+
+class Trainer:
+    """State of one training run: networks, optimizers, random generators, history.
+
+    ``group``: the processes sharing the run (solvers.neural.distributed); None: this process
+    alone. Subclasses change the objective by overriding :meth:`draw_batch` and
+    :meth:`generator_loss` (it runs inside the DDP-wrapped forward, on this process's shard;
+    gather before taking batch statistics). A subclass that overrides :meth:`step` instead
+    bypasses DDP and runs in one process only (:func:`distributable`)."""
+
+    def __init__(self, scenario: Scenario, device: torch.device, dtype: torch.dtype,
+                 group: Group | None = None):
         cfg = scenario.solver
         self.scenario, self.cfg, self.device, self.dtype = scenario, cfg, device, dtype
+        self.group = group if group is not None else Group(Ranks(), device)
         self.term = scenario.terminal
         self.dim, self.lam, self.T = scenario.dim, scenario.lam, scenario.T
         torch.manual_seed(scenario.seed)
@@ -97,7 +139,8 @@ class Trainer:
         self.critic_opt: torch.optim.Optimizer | None = None
         if self.term.kind in CRITIC_KINDS:
             self.critic = Critic(self.dim, self.term.L, cfg.critic_width, cfg.critic_depth,
-                                 spectral=cfg.lipschitz == "spectral").to(device, dtype)
+                                 spectral=cfg.lipschitz == "spectral",
+                                 activation=cfg.critic_activation).to(device, dtype)
             self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr,
                                                betas=(0.5, 0.9))
         self.rng = np.random.default_rng(scenario.seed)
@@ -105,6 +148,7 @@ class Trainer:
         self.gen.manual_seed(scenario.seed)
         self.needs_logp = self.term.kind == "f"
         self.divergence = resolve_divergence(cfg.divergence, self.dim)
+        self.method = resolve_method(cfg.method, self.term.kind)
         self.log_pi = torch_log_density(scenario.target) if self.needs_logp else None
         self.sample_div = (sample_divergence(self.term)
                            if self.term.kind in ("mmd", "sinkhorn") else None)
@@ -114,6 +158,10 @@ class Trainer:
         self.iteration = 0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.last_checkpoint: tuple[str, int] | None = None
+        # after the networks are built (DDP broadcasts rank 0's parameters, equal anyway)
+        self.generator_model = self.group.wrap(LossModule(self.potential, self.generator_loss))
+        self.critic_model = (None if self.critic is None else
+                             self.group.wrap(LossModule(self.critic, self.critic_loss)))
 
     # ------------------------------------------------------------------------------------------
     def tensor(self, a: np.ndarray) -> torch.Tensor:
@@ -134,86 +182,129 @@ class Trainer:
         """lr · lr_decay^(iteration/max_iter)."""
         return self.cfg.lr * self.cfg.lr_decay ** (iteration / self.cfg.max_iter)
 
+    def critic_loss(self, x: torch.Tensor, y: torch.Tensor,
+                    u: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, objective) of one critic step from this process's shards: objective
+        E_P[φ] − Λ_Q(φ) on the gathered global batch (P: x (n, d), Q: y (n, d)), loss =
+        −objective + gp_weight · mean penalty at x̂ = u x + (1 − u) y (u (n, 1); None: no
+        penalty). The forward of the critic's LossModule."""
+        critic, gather = self.critic, self.group.gather
+        obj = critic_objective(self.term, critic, gather(critic(x)), gather(critic(y)))
+        loss = -obj
+        if u is not None:
+            penalty = gather(gradient_penalty_terms(critic, x, y, u)).mean()
+            loss = loss + self.cfg.gp_weight * penalty
+        return loss, obj
+
     def _critic_steps(self, x_t: torch.Tensor, batch: int) -> float:
-        cfg, critic = self.cfg, self.critic
+        """``critic_steps`` ascent steps against fresh target batches; x_t: this process's shard
+        of the (detached) terminal samples, ``batch`` the global batch size."""
+        cfg, shard = self.cfg, self.group.shard
         obj = torch.zeros(())
         for _ in range(cfg.critic_steps):
-            y = self.tensor(self.scenario.target.sample(batch, self.rng))
-            obj = critic_objective(self.term, critic, critic(x_t), critic(y))
-            loss = -obj
+            y = self.tensor(shard(self.scenario.target.sample(batch, self.rng)))
+            u = None
             if cfg.lipschitz == "penalty" and cfg.gp_weight > 0:
-                loss = loss + cfg.gp_weight * gradient_penalty(critic, x_t, y, self.gen)
+                u = shard(torch.rand(batch, 1, dtype=self.dtype, device=self.device,
+                                     generator=self.gen))
+            loss, obj = self.critic_model(x_t, y, u)
             self._check("critic loss", loss, {"critic_objective": float(obj.detach())})
             self.critic_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.critic_opt.step()
         return float(obj.detach())
 
-    def step(self) -> None:
-        """One generator iteration (module docstring)."""
-        cfg, src = self.cfg, self.scenario.source
+    def generator_loss(self, x0_np: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
+        """J_B (module docstring) for the global batch whose shard x0_np (n, d) this process
+        holds; the critic steps run in between (on the detached terminal samples). Returns the
+        loss and its parts: ``kinetic_energy``, ``terminal_cost`` (reported: for critic kinds the
+        critic's objective), ``generator_terminal`` (the generator's share Ĝ), ``hj_penalty``,
+        ``terminal_penalty`` (tensors, detached) and ``critic_objective`` (float). The forward
+        of the generator's LossModule."""
+        cfg, src, gather = self.cfg, self.scenario.source, self.group.gather
         batch = cfg.batch_size
-        x0_np = source_batch(src, batch, self.rng, cfg.antithetic)
         x0 = self.tensor(x0_np)
         if self.needs_logp and self.divergence == "hutchinson":
-            self.dyn.noise = rademacher(tuple(x0.shape), x0, self.gen)
+            self.dyn.noise = self.group.shard(rademacher((batch, self.dim), x0, self.gen))
         times = torch.tensor([0.0, self.T], dtype=self.dtype, device=self.device)
-        xs, ells, ks, hs = integrate(self.dyn, x0, times, cfg.method, cfg.nt, cfg.adjoint,
+        xs, ells, ks, hs = integrate(self.dyn, x0, times, self.method, cfg.nt, cfg.adjoint,
                                      cfg.rtol, cfg.atol)
-        x_t, ell, kin = xs[-1], ells[-1], ks[-1]
-        ke = kin.mean()
+        x_t, ell, kin, h_path = xs[-1], ells[-1], ks[-1], hs[-1]
+        if cfg.hj_weight > 0 and self.method == "euler":
+            h_path = h_path + euler_hj_endpoints(self.potential, self.lam, x0, x_t, self.T,
+                                                 cfg.nt)
+        ke = gather(kin).mean()
         critic_obj = math.nan
+        g = None
         if self.critic is not None:
             critic_obj = self._critic_steps(x_t.detach(), batch)
-            g_gen = self.critic(x_t).mean()
+            g_gen = gather(self.critic(x_t)).mean()
             g_report = critic_obj
         elif self.needs_logp:
-            g = self.tensor(src.log_density(x0_np)) + ell - self.log_pi(x_t)
+            g = gather(self.tensor(src.log_density(x0_np)) + ell - self.log_pi(x_t))
             g_gen = g.mean()
             g_report = float(g_gen.detach())
         else:
             y = self.tensor(self.scenario.target.sample(batch, self.rng))
-            g_gen = self.sample_div(x_t, y)
+            g_gen = self.sample_div(gather(x_t), y)
             g_report = float(g_gen.detach())
         loss = ke + g_gen
-        hj_pen = hs[-1].mean() / self.T
+        hj_pen = gather(h_path).mean() / (self.T * self.lam)
         if cfg.hj_weight > 0:
             loss = loss + cfg.hj_weight * hj_pen
         term_pen = torch.zeros((), dtype=self.dtype, device=self.device)
         if cfg.terminal_weight > 0:
-            term_pen = self.terminal_penalty(x_t, g if self.needs_logp else None)
+            term_pen = self.terminal_penalty(x_t, g)
             loss = loss + cfg.terminal_weight * term_pen
-        parts = {"kinetic_energy": float(ke.detach()), "terminal_cost": g_report}
-        self._check("loss", loss, parts)
+        parts = {"kinetic_energy": ke.detach(), "terminal_cost": g_report,
+                 "generator_terminal": g_gen.detach(), "hj_penalty": hj_pen.detach(),
+                 "terminal_penalty": term_pen.detach(), "critic_objective": critic_obj}
+        return loss, parts
+
+    def draw_batch(self) -> np.ndarray:
+        """This process's shard (B/N, d) of a global source batch of B = ``batch_size``."""
+        cfg = self.cfg
+        return self.group.shard(source_batch(self.scenario.source, cfg.batch_size, self.rng,
+                                             cfg.antithetic))
+
+    def step(self) -> None:
+        """One generator iteration (module docstring): :meth:`draw_batch` through the
+        generator's (DDP-wrapped) :meth:`generator_loss`, backward, Adam step, history."""
+        loss, parts = self.generator_model(self.draw_batch())
+        ke, g_report = parts["kinetic_energy"], parts["terminal_cost"]
+        shown = {"kinetic_energy": float(ke), "terminal_cost": g_report}
+        self._check("loss", loss, shown)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         for p in self.potential.parameters():
             if p.grad is not None:
-                self._check("gradient", p.grad, parts)
+                self._check("gradient", p.grad, shown)
         self.opt.step()
         self.iteration += 1
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.iteration)
-        loss, ke, hj_pen, term_pen = (v.detach() for v in (loss, ke, hj_pen, term_pen))
+        loss = loss.detach()
         # the objective's estimate (for critic kinds the generator's loss holds E_P[φ], whose
         # constant is arbitrary; the critic's objective is the terminal cost)
-        objective = float(ke) + g_report + float(loss - ke - g_gen.detach())
+        objective = float(ke) + g_report + float(loss - ke - parts["generator_terminal"])
         rec = {"loss": objective, "kinetic_energy": float(ke), "terminal_cost": g_report,
-               "hj_penalty": float(hj_pen), "terminal_penalty": float(term_pen),
-               "critic_objective": critic_obj, "lr": self.opt.param_groups[0]["lr"]}
+               "hj_penalty": float(parts["hj_penalty"]),
+               "terminal_penalty": float(parts["terminal_penalty"]),
+               "critic_objective": parts["critic_objective"], "lr": self.opt.param_groups[0]["lr"]}
         for k in HISTORY_KEYS:
             self.history[k].append(rec[k])
 
     def terminal_penalty(self, x_t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        """R_T: mean |∇U(x_T, T) − ∇φ(x_T)|² (critic) or Var[U(x_T, T) − g] with g = log ρ_T/π."""
+        """R_T: mean |∇U(x_T, T) − ∇φ(x_T)|² (critic) or Var[U(x_T, T) − g] with g = log ρ_T/π,
+        over the global batch (x_t: this process's shard (n, d); g: gathered (B,))."""
         if not x_t.requires_grad:
             x_t = x_t.detach().requires_grad_(True)
         u, gx, _, _ = self.potential.derivatives(x_t, self.T)
         if self.critic is not None:
             (gphi,) = torch.autograd.grad(self.critic(x_t).sum(), x_t, create_graph=True)
-            return ((gx - gphi) ** 2).sum(dim=1).mean()
+            return self.group.gather(((gx - gphi) ** 2).sum(dim=1)).mean()
         if g is not None:
-            return torch.var(u - g)
+            return torch.var(self.group.gather(u) - g)
         raise NeuralTrainingError(
             f"solver.terminal_weight: no terminal residual for terminal kind {self.term.kind!r} "
             "(it exists for f, lipschitz_f and w1)")
@@ -234,8 +325,12 @@ class Trainer:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write a checkpoint atomically (temporary file renamed onto ``path``)."""
+        """Write a checkpoint atomically (temporary file renamed onto ``path``); rank 0 alone
+        writes (every process holds the same state)."""
         path = Path(path)
+        if not self.group.is_main:
+            self.last_checkpoint = (str(path), self.iteration)
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(path.parent)  # left by a run killed while saving
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -305,16 +400,24 @@ class Trainer:
             group["lr"] = self.lr_at(self.iteration)
 
 
+def distributable(trainer_class: type[Trainer]) -> bool:
+    """Whether the class trains through the DDP-wrapped :meth:`Trainer.generator_loss` (it does
+    not override :meth:`Trainer.step`)."""
+    return trainer_class.step is Trainer.step
+
+
 def train(trainer: Trainer, checkpoint: str | None,
           callback: Callable[[Trainer], None] | None = None) -> None:
     """Run iterations up to ``cfg.max_iter`` (resuming from ``checkpoint`` if ``cfg.resume``),
     checkpointing every ``cfg.checkpoint_every`` iterations and at the end; ``callback(trainer)``
-    after each iteration (tests use it to interrupt)."""
+    after each iteration (tests use it to interrupt). Every process loads the checkpoint; rank 0
+    alone shows progress and writes checkpoints."""
     cfg = trainer.cfg
     if cfg.resume:
         trainer.load(checkpoint)
+    shown = cfg.progress and trainer.group.is_main
     bar = tqdm(total=cfg.max_iter, initial=trainer.iteration, desc="neural",
-               disable=None if cfg.progress else True, dynamic_ncols=True)
+               disable=None if shown else True, dynamic_ncols=True)
     try:
         while trainer.iteration < cfg.max_iter:
             trainer.step()
