@@ -6,6 +6,9 @@
     python cli.py show RESULT.h5                   python cli.py list
     python cli.py plot RESULT.h5 [-o PNG]
     python cli.py study convergence SCENARIO [--n 32,64,128] [--nt 8,16,32] [-o PNG]
+    python cli.py study manifold SCENARIO [--dims 2,7,12] [--embedding pad,isometry] [--seeds 3]
+                        [--baselines likelihood|none] [--set k=v ...] [-o OUT.h5]
+    python cli.py study digits RESULT [-o PNG]
 
 Exit status: 0 success, 2 bad input (one line ``error: ...`` on stderr, nothing written),
 1 internal failure (one line; ``PROXFLOW_DEBUG=1`` shows the traceback), 130 interrupted.
@@ -51,10 +54,14 @@ def one_line(err: BaseException | str) -> str:
     return " ".join(str(err).split())
 
 
-def mpi_rank() -> int:
-    """This process's rank under mpiexec (MPICH/Hydra or Open MPI environment), else 0. Under
-    MPI (the fem solver) only rank 0 prints and writes the result."""
-    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+def process_rank() -> int:
+    """This process's rank under mpiexec (MPICH/Hydra or Open MPI environment: the fem solver)
+    or torchrun (RANK with WORLD_SIZE: the neural solver), else 0. Only rank 0 prints and writes
+    the result."""
+    variables = ["PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"]
+    if "WORLD_SIZE" in os.environ:  # torchrun's; a lone RANK may be anyone's variable
+        variables.append("RANK")
+    for var in variables:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return 0
@@ -232,7 +239,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
     except ScenarioError as err:  # bad input found by the solver (e.g. a checkpoint mismatch)
         raise CliError(one_line(err)) from None
     fill_provenance(result, time.perf_counter() - start)
-    if mpi_rank() != 0:  # rank 0 holds the gathered result and writes it
+    if process_rank() != 0:  # rank 0 holds the gathered result and writes it
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
     write_result(result, out)
@@ -508,6 +515,316 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the likelihood-trained baseline of ``study manifold`` (OT-Flow's objective)
+BASELINES = ("likelihood", "none")
+
+
+@dataclasses.dataclass
+class ManifoldRun:
+    """One run of ``study manifold``: its labels, its scenario and its result file."""
+
+    dim: int
+    embedding: str  # mfg.manifold.ANY_EMBEDDING at dim 2
+    seed: int
+    method: str
+    scenario: Any  # mfg.scenario.Scenario
+    path: Path
+
+
+def name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
+    """Comma-separated names, each one of ``allowed``, without repeats."""
+    names = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    bad = [v for v in names if v not in allowed]
+    if not names or bad:
+        raise CliError(f"{flag}: expected a comma-separated list of {', '.join(allowed)}, "
+                       f"got {text!r}")
+    return names
+
+
+def check_manifold_base(base: Any, path: str) -> None:
+    """``study manifold`` takes a 2-D scenario whose target is a 2-D toy data set and whose
+    source is a Gaussian with one scalar std (it is re-centred at 0 in every dimension)."""
+    from mfg.datasets import ToyData
+
+    if not isinstance(base.target, ToyData):
+        raise CliError(f"{path}: target: study manifold needs a 2-D toy data set "
+                       f"(target kind dataset, e.g. pinwheel), got {type(base.target).__name__}")
+    if base.dim != 2:
+        raise CliError(f"{path}: dim: study manifold needs a 2-D scenario (it sets dim itself), "
+                       f"got {base.dim}")
+    source = yaml.safe_load(base.text)["source"]
+    std = source.get("std")
+    if (source.get("kind") != "gaussian" or "cov" in source or isinstance(std, bool)
+            or not isinstance(std, int | float)):
+        raise CliError(f"{path}: source: study manifold needs a gaussian with a scalar std "
+                       "(it becomes N(0, std²I) in every dimension)")
+
+
+def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[ManifoldRun]:
+    """Every run of the study, loaded (and so validated) before anything is solved: the base
+    scenario with ``--set``, then dim, a zero source mean, the embedding, ``domain: null``
+    (d > 2), the seed, the name ``<name>_d{d}_{e}_s{s}_{method}``, no progress bar and, for the
+    likelihood baseline, ``terminal: {kind: likelihood}`` with ``solver.terminal_weight=0``."""
+    from mfg.datasets import EMBEDDINGS
+    from mfg.manifold import ANY_EMBEDDING
+
+    dims = list(dict.fromkeys(int_list(args.dims)))
+    embeddings = name_list(args.embedding, EMBEDDINGS, "--embedding")
+    if args.seeds < 1:
+        raise CliError(f"--seeds: expected a number of seeds >= 1, got {args.seeds}")
+    methods = [base.terminal.kind] + ([] if args.baselines == "none" else [args.baselines])
+    if len(set(methods)) < len(methods):
+        raise CliError(f"--baselines: the scenario's own terminal kind is {methods[0]}")
+    runs = []
+    for d in dims:
+        for emb in [ANY_EMBEDDING] if d == 2 else embeddings:
+            for s in range(args.seeds):
+                for m in methods:
+                    name = f"{base.name}_d{d}_{emb}_s{s}_{m}"
+                    sets = [*args.set, f"dim={d}", f"source.mean={[0.0] * d}", f"seed={s}",
+                            f"name={name}", "solver.progress=false"]
+                    if d > 2:
+                        sets += [f"target.embedding={emb}", "domain=null"]
+                    if m != methods[0]:
+                        sets += [f"terminal={{kind: {m}}}", "solver.terminal_weight=0"]
+                    sc = load(args.scenario, sets)
+                    path = runs_dir / f"{name}.h5"
+                    if "checkpoint" in {f.name for f in dataclasses.fields(sc.solver)}:
+                        # checkpoints beside the run's file, not in results/ (not in sc.text)
+                        sc = dataclasses.replace(sc, solver=dataclasses.replace(
+                            sc.solver, checkpoint=f"{path}.ckpt"))
+                    runs.append(ManifoldRun(d, emb, s, m, sc, path))
+    return runs
+
+
+def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Result, how)
+    """The run's Result: its file when that holds the same scenario text ("reused"), else a
+    fresh solve written there ("solved"). A neural run whose loss turned non-finite becomes a
+    Result with status ``diverged`` (its message in ``settings["error"]``), written as well;
+    any other NeuralTrainingError is a setting the solver refused (bad input, exit 2)."""
+    import solvers
+    from mfg.results import Result, ResultFileError, read_result, write_result
+    from mfg.scenario import ScenarioError
+    from solvers.neural.training import NeuralTrainingError
+
+    sc = run.scenario
+    how = "solved"
+    if run.path.is_file():
+        try:
+            old = read_result(run.path)
+            if old.scenario_text == sc.text:
+                return old, "reused"
+            how = "solved (replacing a run of another scenario)"
+        except ResultFileError:
+            how = "solved (replacing an unreadable run file)"
+    start = time.perf_counter()
+    try:
+        result = solvers.solve(sc)
+        fill_provenance(result, time.perf_counter() - start)
+    except ScenarioError as err:  # bad input found by the solver (e.g. a checkpoint)
+        raise CliError(one_line(err)) from None
+    except NeuralTrainingError as err:
+        if not str(err).startswith("non-finite"):  # a setting the solver refused: bad input
+            raise CliError(f"{sc.name}: {one_line(err)}") from None
+        result = Result(solver=sc.solver.kind, status="diverged", scenario_text=sc.text,
+                        settings={"error": one_line(err)})
+        fill_provenance(result, time.perf_counter() - start)
+    write_result(result, run.path)
+    return result, how
+
+
+def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, dict[str, float]]
+                 ) -> tuple[dict[str, Any], Any]:
+    """The table row of one run (mfg.manifold metrics on its terminal samples against fresh
+    target draws; floors cached per dim, embedding, seed and size) and its samples' plane
+    coordinates (None when it diverged)."""
+    import numpy as np
+
+    from mfg.manifold import floor_metrics, plane_basis, sample_metrics, target_draws
+
+    sc = run.scenario
+    x = result.samples.get("terminal")
+    status = result.status
+    if x is None or not np.all(np.isfinite(x)):
+        status, x = "diverged", None
+    n = len(x) if x is not None else getattr(sc.solver, "eval_samples", 5000)
+    q = plane_basis(sc.dim, sc.target.embedding, sc.target.embedding_seed)
+    device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
+    y1, y2 = target_draws(sc.target, n, sc.seed)
+    key = (run.dim, run.embedding, run.seed, n)
+    if key not in floors:
+        floors[key] = floor_metrics(y1, y2, q, device)
+    samples = sample_metrics(x if x is not None else np.full((n, sc.dim), np.nan), y1, q, device)
+    nan = float("nan")
+    row = {"name": sc.name, "dim": run.dim, "embedding": run.embedding, "seed": run.seed,
+           "method": run.method, "status": status, **samples, **floors[key], "n_samples": n,
+           "wall_time_s": float(result.wall_time_s) if status != "diverged" else nan}
+    for k in ("kinetic_energy", "hj_residual", "terminal_residual"):
+        row[k] = float(result.metrics.get(k, nan)) if status != "diverged" else nan
+    return row, None if x is None else (x @ q, y1 @ q)
+
+
+def manifold_command(args: argparse.Namespace, out: Path) -> str:
+    """The study's command line with every option explicit (stored as provenance)."""
+    import shlex
+
+    parts = ["cli.py", "study", "manifold", args.scenario, "--dims", args.dims, "--embedding",
+             args.embedding, "--seeds", str(args.seeds), "--baselines", args.baselines]
+    for item in args.set:
+        parts += ["--set", item]
+    parts += ["-o", str(out)]
+    return shlex.join(parts)
+
+
+def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Print mean [min–max] over seeds per (method, embedding, dim), each Sinkhorn figure beside
+    its floor; return the summary (mfg.manifold.summarize)."""
+    from mfg.manifold import summarize
+
+    keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_plane", "sinkhorn_plane_floor",
+            "plane_dist_mean", "plane_dist_p99", "hj_residual", "wall_time_s")
+    summary = summarize(rows, keys)
+
+    def spread(triple: tuple[float, float, float]) -> str:
+        mean, lo, hi = triple
+        return f"{mean:.2e} [{lo:.2e}–{hi:.2e}]"
+
+    head = (f"{'method':<12} {'embedding':<9} {'dim':>4} {'ok':>5}  {'sinkhorn':<29} "
+            f"{'floor':<9} {'sinkhorn on plane':<29} {'floor':<9} {'dist mean':<9} "
+            f"{'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
+    print("study manifold: mean [min–max] over seeds (ok: runs that did not diverge / runs; "
+          "statistics over the ones that did not)")
+    print(head)
+    for g in summary:
+        print(f"{g['method']:<12} {g['embedding']:<9} {g['dim']:>4} "
+              f"{g['n_finite']:>2}/{g['n']:<2}  {spread(g['sinkhorn']):<29} "
+              f"{g['sinkhorn_floor'][0]:<9.2e} {spread(g['sinkhorn_plane']):<29} "
+              f"{g['sinkhorn_plane_floor'][0]:<9.2e} {g['plane_dist_mean'][0]:<9.2e} "
+              f"{g['plane_dist_p99'][0]:<9.2e} {g['hj_residual'][0]:<9.2e} "
+              f"{g['wall_time_s'][0]:<8.1f}")
+    return summary
+
+
+def cmd_study_digits(args: argparse.Namespace) -> int:
+    """``study digits RESULT``: the samples of a solved digits scenario measured by
+    mfg.digits.digits_report (class coverage by a classifier trained on the real digits in this
+    run, 64-D Sinkhorn and MMD² against the floor of two halves of the real digits), and a PNG
+    of generated beside real digits."""
+    from mfg.datasets import Digits
+    from mfg.digits import digits_report, write_digits_png
+    from mfg.results import clean_stale_temporaries
+
+    result = read(args.result)
+    sc = stored_scenario(result, args.result)
+    if not isinstance(sc.target, Digits):
+        raise CliError(f"{args.result}: study digits needs a result of a scenario with target "
+                       "{kind: dataset, name: digits}")
+    samples = result.samples.get("terminal")
+    if samples is None or len(samples) < 2:
+        raise CliError(f"{args.result}: holds no terminal samples")
+    role = "-o" if args.output is not None else "output"
+    target = args.output or str(Path(args.result).with_name(Path(args.result).stem + "_digits.png"))
+    out = check_image_path(target, role, {"result file": Path(args.result)})
+    report = digits_report(samples, seed=sc.seed)
+    cover = " ".join(f"{k}:{100 * report[f'coverage_{k}']:.1f}%" for k in range(10))
+    print(f"digits from {args.result} ({int(report['n_samples'])} samples; "
+          f"{int(report['n_compared'])} compared with as many real digits)")
+    print(format_rows([
+        ("class coverage", cover),
+        ("coverage min / max", f"{100 * report['coverage_min']:.1f}% / "
+                               f"{100 * report['coverage_max']:.1f}% (target 5%-15%)"),
+        ("unsure (max prob < 0.5)", f"{100 * report['unsure']:.1f}%"),
+        ("classifier accuracy", report["classifier_accuracy"]),
+        ("sinkhorn (64-D)", report["sinkhorn"]),
+        ("sinkhorn floor", report["sinkhorn_floor"]),
+        ("mmd2", report["mmd2"]),
+        ("mmd2 floor", report["mmd2_floor"]),
+    ]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out.parent)
+    write_digits_png(samples, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_study_manifold(args: argparse.Namespace) -> int:
+    """``study manifold``: the scenario's terminal cost and a likelihood baseline on its 2-D toy
+    data embedded in each dimension (mfg.manifold); one table (HDF5), a summary and a PNG."""
+    from mfg.manifold import plane_basis, target_draws
+    from mfg.plotting import plot_manifold_study
+    from mfg.provenance import git_revision, versions
+    from mfg.results import OutputPathError, check_output_path, write_table
+
+    base = load(args.scenario, args.set)
+    check_manifold_base(base, args.scenario)
+    if getattr(base.solver, "device", None) == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError("solver.device: cuda requested but torch sees no CUDA GPU here")
+    role = "-o" if args.output else "output"
+    out_text = args.output or str(Path("results") / f"{base.name}_manifold.h5")
+    if Path(out_text).suffix.lower() not in (".h5", ".hdf5"):
+        raise CliError(f"{role} {out_text}: the study's table is an HDF5 file (.h5)")
+    inputs = {"scenario file": Path(args.scenario)}
+    try:
+        out = check_output_path(out_text, role, inputs)
+    except OutputPathError as err:
+        raise CliError(one_line(err)) from None
+    png = check_image_path(str(out.with_suffix(".png")), "figure", inputs)
+    runs_dir = out.with_name(f"{out.stem}_runs")
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise CliError(f"{role} {out}: {runs_dir} (the runs' folder) exists and is not a folder")
+    runs = manifold_runs(args, base, runs_dir)
+    try:
+        for run in runs:
+            check_output_path(run.path, "run file", inputs)
+    except OutputPathError as err:
+        raise CliError(one_line(err)) from None
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    rows, floors, scatter = [], {}, {}
+    top = max(r.dim for r in runs)
+    for i, run in enumerate(runs, 1):
+        start = time.perf_counter()
+        result, how = solve_or_reuse(run)
+        row, planes = manifold_row(run, result, floors)
+        rows.append(row)
+        if run.dim == top and run.embedding == runs[-1].embedding and planes is not None:
+            scatter.setdefault(run.method, planes)  # the first seed that did not diverge
+        why = f" ({result.settings.get('error', 'non-finite samples')})" \
+            if row["status"] == "diverged" else ""
+        print(f"run {i}/{len(runs)}: d={run.dim} {run.embedding} s={run.seed} {run.method}: "
+              f"{how}, {row['status']}{why}, S={row['sinkhorn']:.3g} "
+              f"(floor {row['sinkhorn_floor']:.3g}), on plane S={row['sinkhorn_plane']:.3g}, "
+              f"distance to plane mean {row['plane_dist_mean']:.3g} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    columns = {k: [row[k] for row in rows] for k in rows[0]}
+    attrs = {"study": "manifold", "scenario": base.text, "command": manifold_command(args, out),
+             "versions": json.dumps(versions(), sort_keys=True),
+             "git_revision": git_revision(REPO_DIR), "runs_folder": str(runs_dir),
+             "spread": "min-max over seeds", "sinkhorn": "debiased, p=2, blur=0.05"}
+    write_table(columns, attrs, out)
+    summary = print_manifold_summary(rows)
+    methods = list(dict.fromkeys(r.method for r in runs))
+    last = runs[-1]
+    target_plane = next((p[1] for p in scatter.values()), None)
+    if target_plane is None:  # every run at the top dimension diverged: the target alone
+        q_sc = last.scenario
+        q = plane_basis(q_sc.dim, q_sc.target.embedding, q_sc.target.embedding_seed)
+        target_plane = target_draws(q_sc.target, 2000, 0)[0] @ q
+    plot_manifold_study(summary, {m: scatter[m][0] if m in scatter else None for m in methods},
+                        target_plane, png, f"{base.name}: {' vs '.join(methods)}",
+                        f"d = {top} ({last.embedding}): samples "
+                        "projected on the data plane, target in grey")
+    print(f"wrote {out} ({len(rows)} runs; run files in {runs_dir}) and {png}")
+    statuses = [row["status"] for row in rows]
+    if any(st != "converged" for st in statuses):
+        counts = ", ".join(f"{st} {statuses.count(st)}" for st in dict.fromkeys(statuses))
+        print(f"warning: did not converge: {len(rows) - statuses.count('converged')} of "
+              f"{len(rows)} runs ({counts})", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # entry point
 
@@ -552,8 +869,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=str(SCENARIO_DIR), help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("study", help="convergence study under grid refinement")
-    p.add_argument("what", choices=("convergence",))
+    study = sub.add_parser("study", help="studies: convergence under grid refinement, "
+                           "manifold targets in growing dimension")
+    studies = study.add_subparsers(dest="what", required=True)
+    p = studies.add_parser("convergence", help="convergence study under grid refinement")
     p.add_argument("scenario", help="scenario YAML file (a grid scenario)")
     p.add_argument("--n", default="32,64,128", help="cells per axis, e.g. 32,64,128")
     p.add_argument("--nt", help="time steps per level (default: keep the scenario's nt/n)")
@@ -561,6 +880,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a scenario field (repeatable)")
     p.add_argument("-o", "--output", help="log-log PNG (default results/<name>_convergence.png)")
     p.set_defaults(func=cmd_study)
+    p = studies.add_parser("manifold", help="a 2-D toy target embedded in R^d: the scenario's "
+                           "terminal cost and a likelihood baseline, per dim, embedding, seed")
+    p.add_argument("scenario", help="a 2-D scenario with target kind dataset and a gaussian "
+                   "source with scalar std")
+    p.add_argument("--dims", default="2,7,12", help="dimensions, e.g. 2,7,12")
+    p.add_argument("--embedding", default="pad,isometry", help="embeddings (d > 2): pad, "
+                   "isometry or both")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per case (default 3)")
+    p.add_argument("--baselines", choices=BASELINES, default="likelihood",
+                   help="the baseline beside the scenario's terminal cost (default likelihood)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scenario field (repeatable)")
+    p.add_argument("-o", "--output", help="table, HDF5 (default results/<name>_manifold.h5; "
+                   "the PNG beside it, the runs in <stem>_runs/)")
+    p.set_defaults(func=cmd_study_manifold)
+    p = studies.add_parser("digits", help="class coverage, 64-D Sinkhorn/MMD vs floor and a "
+                           "PNG of the samples of a solved digits scenario")
+    p.add_argument("result", help="result file of a scenario with target {kind: dataset, "
+                   "name: digits} (cli.py solve scenarios/neural_digits.yaml)")
+    p.add_argument("-o", "--output", help="PNG (default RESULT stem + _digits.png)")
+    p.set_defaults(func=cmd_study_digits)
 
     p = sub.add_parser("plot", help="plot a result to PNG")
     p.add_argument("result")
@@ -591,7 +931,7 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if mpi_rank() != 0:  # under mpiexec one rank speaks: bad input is still one line
+    if process_rank() != 0:  # under mpiexec/torchrun one rank speaks: bad input is still one line
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process)
     return run(args.func, args)
 

@@ -33,6 +33,67 @@ class PlotError(ValueError):
 MAX_TRAJECTORIES = 50
 
 
+def plot_manifold_study(summary: list[dict], scatter: dict[str, np.ndarray | None],
+                        target_plane: np.ndarray, path: str | Path, title: str,
+                        scatter_title: str) -> Path:
+    """The figure of ``cli.py study manifold``, written atomically to ``path``.
+
+    Top: (a) full-dimension and projected (plane-coordinate) debiased Sinkhorn vs dim, log scale,
+    one curve per method (colour) and embedding (line style; the d = 2 runs, embedding ``any``,
+    start every curve), mean over seeds with min–max bars, and the floor (two target draws).
+    ``summary`` rows come from ``mfg.manifold.summarize`` (keys method, embedding, dim and
+    (mean, min, max) triples for sinkhorn, sinkhorn_plane and their ``_floor``). Bottom: (b) per
+    method, the samples' plane coordinates (n, 2) over the target's ``target_plane`` (m, 2);
+    ``scatter[method]`` None for a run that diverged. The view is the target's extent, widened
+    by half; the share of samples outside it is given in the panel's title."""
+    path = Path(path)
+    methods = list(dict.fromkeys(r["method"] for r in summary))
+    embeddings = [e for e in dict.fromkeys(r["embedding"] for r in summary) if e != "any"]
+    styles = dict(zip(embeddings, ("-", "--", ":", "-."), strict=False))
+    fig = Figure(figsize=(5.0 * max(2, len(scatter)), 9.0), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)
+    axes = top.subplots(1, 2)
+    for ax, key, label in ((axes[0], "sinkhorn", "full dimension"),
+                           (axes[1], "sinkhorn_plane", "projected on the data plane")):
+        for i, method in enumerate(methods):
+            for emb in embeddings or ["any"]:
+                rows = sorted((r for r in summary if r["method"] == method
+                               and r["embedding"] in (emb, "any")), key=lambda r: r["dim"])
+                dims = np.array([r["dim"] for r in rows], dtype=float)
+                mean, lo, hi = (np.array([r[key][j] for r in rows]) for j in range(3))
+                ax.errorbar(dims, mean, yerr=np.abs([mean - lo, hi - mean]), marker="o",
+                            ls=styles.get(emb, "-"), color=f"C{i}", capsize=3,
+                            label=f"{method} ({emb})")
+        floors: dict[int, list[float]] = {}
+        for r in summary:
+            floors.setdefault(r["dim"], []).append(r[f"{key}_floor"][0])
+        dims_f = sorted(floors)
+        ax.plot(dims_f, [np.nanmean(floors[d]) for d in dims_f], "k:", marker="x",
+                label="floor (two target draws)")
+        ax.set_yscale("log", nonpositive="mask")
+        ax.set(xlabel="dimension d", ylabel="debiased Sinkhorn (p=2, blur 0.05)", title=label)
+        ax.set_xticks(dims_f)
+        ax.legend(fontsize=7)
+    top.suptitle(f"{title} — mean over seeds, bars min–max")
+    lo_t, hi_t = np.percentile(target_plane, [0.5, 99.5], axis=0)
+    pad = 0.5 * (hi_t - lo_t)
+    view = np.stack([lo_t - pad, hi_t + pad])
+    for ax, (method, x) in zip(np.atleast_1d(bottom.subplots(1, len(scatter))), scatter.items(),
+                               strict=True):
+        ax.scatter(target_plane[:, 0], target_plane[:, 1], s=1, color="0.7", label="target")
+        if x is None:
+            ax.set_title(f"{method}: diverged")
+        else:
+            inside = np.all((x >= view[0]) & (x <= view[1]), axis=1)
+            ax.scatter(x[:, 0], x[:, 1], s=1, color="C0", label="generated")
+            ax.set_title(f"{method} ({100 * (1 - inside.mean()):.1f}% outside the view)")
+        ax.set(xlim=view[:, 0], ylim=view[:, 1], aspect="equal", xlabel="q1ᵀx", ylabel="q2ᵀx")
+        ax.legend(fontsize=7, markerscale=5, loc="upper right")
+    bottom.suptitle(scatter_title)
+    save_figure(fig, path)
+    return path
+
+
 def snapshot_indices(nt: int, n_snapshots: int) -> list[int]:
     """``n_snapshots`` evenly spaced indices in 0..nt-1, both ends included (fewer if nt is
     small)."""
@@ -171,5 +232,36 @@ def plot_result(result: Result, path: str | Path, n_snapshots: int = 5) -> Path:
     else:
         raise PlotError("result has neither a density grid nor terminal samples to plot")
     fig.suptitle(_title(result))
+    save_figure(fig, path)
+    return path
+
+
+def plot_image_grids(panels: dict[str, np.ndarray], path: str | Path,
+                     image_shape: tuple[int, int] = (8, 8), n_rows: int = 10, n_cols: int = 10,
+                     value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """Panels side by side, each a grid of small grey images (dark = high value), e.g. generated
+    and real digits: ``panels`` maps a title to an array (n, h·w) of row-major images, of which
+    the first n_rows·n_cols are drawn (empty cells stay white); values are clipped to
+    ``value_range``. Written atomically to ``path`` (format from its suffix, default png)."""
+    path = Path(path)
+    h, w = image_shape
+    lo, hi = value_range
+    fig = Figure(figsize=(3.2 * len(panels) + 0.4, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, images) in zip(axes, panels.items(), strict=True):
+        images = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+        if images.shape[1] != h * w:
+            raise ValueError(f"{title}: images have {images.shape[1]} values, not {h}×{w}")
+        # a light grey line of one pixel between images; NaN (white) where there is no image
+        mosaic = np.full((n_rows * (h + 1) - 1, n_cols * (w + 1) - 1), lo + 0.2 * (hi - lo))
+        for i, img in enumerate(images[: n_rows * n_cols]):
+            r, c = divmod(i, n_cols)
+            mosaic[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = (
+                np.clip(img.reshape(h, w), lo, hi))
+        for i in range(len(images), n_rows * n_cols):
+            r, c = divmod(i, n_cols)
+            mosaic[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = np.nan
+        ax.imshow(mosaic, cmap="gray_r", vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set(title=title, xticks=[], yticks=[])
     save_figure(fig, path)
     return path

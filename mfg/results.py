@@ -355,3 +355,62 @@ def _read_file(path: Path) -> Result:
         except (OSError, ValueError) as err:
             raise ResultFileError(f"{path}: unreadable grid group ({_one_line(err)})") from None
     return result
+
+
+# ----------------------------------------------------------------------------------------------
+# tables (studies: one row per run)
+
+#: the ``kind`` attribute of a table file (a study's output, not a Result)
+TABLE_KIND = "proxflow-table"
+
+
+def write_table(columns: Mapping[str, np.ndarray | list], attrs: Mapping[str, str],
+                path: str | Path) -> Path:
+    """Write a table atomically (as :func:`write_result`): group ``/table`` with one 1-D dataset
+    per column (equal lengths; numbers as float64/int64, text as UTF-8 strings) and the root
+    attributes ``attrs`` (text) plus ``kind`` = TABLE_KIND and ``format_version``."""
+    path = Path(path)
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"table columns of unequal lengths {sorted(lengths)}")
+    tmp = _temp_path(path)
+    clean_stale_temporaries(path.parent)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["kind"] = TABLE_KIND
+            f.attrs["format_version"] = FORMAT_VERSION
+            for key, value in attrs.items():
+                f.attrs[key] = str(value)
+            group = f.create_group("table", track_order=True)  # columns keep their order
+            for key, values in columns.items():
+                values = list(values)
+                if values and all(isinstance(v, str) for v in values):
+                    group.create_dataset(key, data=values, dtype=h5py.string_dtype())
+                else:
+                    group.create_dataset(key, data=np.asarray(values))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: str | Path) -> tuple[dict[str, np.ndarray | list[str]], dict[str, str]]:
+    """(columns, attributes) of a file written by :func:`write_table`; text columns come back as
+    lists of str. :class:`ResultFileError` (one line naming the file) if it is not one."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if _attr_str(f.attrs, "kind") != TABLE_KIND or "table" not in f:
+                raise ResultFileError(f"{path}: not a proxflow table file")
+            attrs = {k: _attr_str(f.attrs, k) for k in f.attrs}
+            columns: dict[str, np.ndarray | list[str]] = {}
+            for key, ds in f["table"].items():
+                if h5py.check_string_dtype(ds.dtype) is not None:
+                    columns[key] = [v.decode() if isinstance(v, bytes) else str(v)
+                                    for v in ds[()]]
+                else:
+                    columns[key] = np.asarray(ds[()])
+    except OSError as err:
+        raise ResultFileError(f"{path}: not a readable table file ({_one_line(err)})") from None
+    return columns, attrs

@@ -1,0 +1,130 @@
+"""Measures of a generated sample against a target on a plane embedded in R^d (DESIGN.md §2,
+neural: "manifold targets"), used by ``cli.py study manifold``.
+
+A 2-D toy data set embedded in R^d (mfg.datasets.embed) lies in the plane P = range(Q), with
+Q ∈ R^{d×2} orthonormal (QᵀQ = I): the first two axes for ``pad``, the isometry of
+``mfg.datasets.isometry`` otherwise. For samples x_i (n, d) and fresh target samples y_j:
+
+* full-dimension debiased Sinkhorn S_ε(x, y) (``mfg.metrics.sinkhorn_divergence``: cost |x−y|^p/p,
+  blur ε^{1/p}; here p = 2, blur 0.05, the seed paper's setting);
+* the same between the plane coordinates Qᵀx_i and Qᵀy_j (n, 2): how well the flow matches the
+  data *within* the plane, whatever it does off it;
+* the distance to the plane r_i = |x_i − QQᵀx_i|, summarized by its mean (1/n)Σ r_i, RMS
+  ((1/n)Σ r_i²)^{1/2} and 99th percentile (exact: the plane is known);
+* the metric's floor: S_ε between two independent target draws of the same size (and in the plane
+  coordinates), below which no sample of that size can be told from the data.
+
+Plain functions on numpy arrays; nothing here imports a solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mfg.datasets import EMBEDDINGS, isometry
+from mfg.metrics import sinkhorn_divergence
+
+Array = np.ndarray
+
+#: Sinkhorn settings of the study (DESIGN.md §5: debiased, p = 2, blur 0.05)
+BLUR, P = 0.05, 2
+#: the embedding label of runs at d = 2, where every embedding is the identity
+ANY_EMBEDDING = "any"
+#: per-sample metrics (:func:`sample_metrics`) and per-draw floors (:func:`floor_metrics`)
+SAMPLE_KEYS = ("sinkhorn", "sinkhorn_plane", "plane_dist_mean", "plane_dist_rms",
+               "plane_dist_p99")
+FLOOR_KEYS = ("sinkhorn_floor", "sinkhorn_plane_floor")
+
+
+def plane_basis(dim: int, embedding: str, seed: int = 0) -> Array:
+    """Q (dim, 2) with orthonormal columns spanning the plane the 2-D data is embedded in, so that
+    ``mfg.datasets.embed(z, dim, embedding, seed) == z @ Q.T`` for z (n, 2): the identity at
+    dim = 2, the first two axes for ``pad``, ``mfg.datasets.isometry(dim, seed)`` otherwise."""
+    if dim < 2:
+        raise ValueError(f"dim: the data plane needs dim >= 2 (got {dim})")
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"embedding: unknown {embedding!r} (one of: {', '.join(EMBEDDINGS)})")
+    if dim == 2 or embedding == "pad":
+        return np.eye(dim, 2)
+    return isometry(dim, seed)
+
+
+def plane_coordinates(x: Array, q: Array) -> Array:
+    """Coordinates Qᵀx of the orthogonal projection of the rows of x (n, d) on range(Q): (n, 2)."""
+    return np.asarray(x, dtype=np.float64) @ q
+
+
+def plane_distance(x: Array, q: Array) -> Array:
+    """r_i = |x_i − QQᵀx_i|, the Euclidean distance of each row of x (n, d) to range(Q): (n,)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.linalg.norm(x - plane_coordinates(x, q) @ q.T, axis=1)
+
+
+def distance_stats(x: Array, q: Array) -> dict[str, float]:
+    """Mean (1/n)Σ r_i, RMS ((1/n)Σ r_i²)^{1/2} and 99th percentile (numpy's linear
+    interpolation) of r = :func:`plane_distance` (x, q)."""
+    r = plane_distance(x, q)
+    return {"plane_dist_mean": float(r.mean()),
+            "plane_dist_rms": float(np.sqrt(np.mean(r * r))),
+            "plane_dist_p99": float(np.percentile(r, 99))}
+
+
+def _sinkhorn(x: Array, y: Array, device: str) -> float:
+    """S_ε(x, y) with the study's settings (BLUR, P), computed on ``device``."""
+    import torch
+
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
+    return sinkhorn_divergence(xt, np.asarray(y, dtype=np.float64), blur=BLUR, p=P)
+
+
+def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu") -> dict[str, float]:
+    """Metrics of generated samples x (n, d) against target samples y (m, d) on the plane of
+    Q (d, 2): ``sinkhorn`` S_ε(x, y), ``sinkhorn_plane`` S_ε(Qᵀx, Qᵀy) and the distance
+    statistics of :func:`distance_stats`. Samples with a non-finite entry give NaN for all."""
+    if not np.all(np.isfinite(x)):
+        return dict.fromkeys(SAMPLE_KEYS, float("nan"))
+    out = {"sinkhorn": _sinkhorn(x, y, device),
+           "sinkhorn_plane": _sinkhorn(plane_coordinates(x, q), plane_coordinates(y, q), device)}
+    return out | distance_stats(x, q)
+
+
+def floor_metrics(y1: Array, y2: Array, q: Array, device: str = "cpu") -> dict[str, float]:
+    """The floors of the two Sinkhorn metrics: S_ε(y1, y2) and S_ε(Qᵀy1, Qᵀy2) between two
+    independent target draws y1, y2 (n, d) of the size the samples have."""
+    return {"sinkhorn_floor": _sinkhorn(y1, y2, device),
+            "sinkhorn_plane_floor": _sinkhorn(plane_coordinates(y1, q),
+                                              plane_coordinates(y2, q), device)}
+
+
+def target_draws(target: Any, n: int, seed: int) -> tuple[Array, Array]:
+    """Two independent draws of n target samples (``target.sample(n, rng)``) from the streams
+    default_rng([seed, 7]) and default_rng([seed, 8]), separate from every stream a solver draws
+    from (training: default_rng(seed); the neural solver's evaluation: [seed, 1])."""
+    return (target.sample(n, np.random.default_rng([seed, 7])),
+            target.sample(n, np.random.default_rng([seed, 8])))
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], keys: Iterable[str],
+              by: Sequence[str] = ("method", "embedding", "dim")) -> list[dict[str, Any]]:
+    """Group ``rows`` (one per run) by the fields ``by`` (in order of first appearance) and give,
+    for each of ``keys``, the mean, min and max over the group's runs with a finite value, with
+    ``n`` (runs) and ``n_finite`` (runs with a finite value of the first key)."""
+    keys = list(keys)
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    out = []
+    for label, members in groups.items():
+        entry: dict[str, Any] = dict(zip(by, label, strict=True)) | {"n": len(members)}
+        for key in keys:
+            values = np.array([float(m[key]) for m in members])
+            finite = values[np.isfinite(values)]
+            if key == keys[0]:
+                entry["n_finite"] = int(finite.size)
+            entry[key] = ((float(finite.mean()), float(finite.min()), float(finite.max()))
+                          if finite.size else (float("nan"),) * 3)
+        out.append(entry)
+    return out

@@ -1,0 +1,310 @@
+"""`cli.py study manifold` and its measures (mfg/manifold.py) against exact values.
+
+Truths used: an embedded 2-D sample lies on the plane (distance 0); a sample moved by known
+offsets along normal directions is at exactly those distances; the debiased Sinkhorn divergence
+with cost |x − y|²/2 between a measure and its translate by δ is exactly |δ|²/2 (the cross term
+of the cost is separable and integrates to −⟨E x − E y, δ⟩ = 0, the debiasing terms are equal),
+and a translation off the plane leaves the plane coordinates unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mfg.datasets import EMBEDDINGS, ToyData, embed, pinwheel
+from mfg.manifold import (
+    FLOOR_KEYS,
+    SAMPLE_KEYS,
+    distance_stats,
+    floor_metrics,
+    plane_basis,
+    plane_coordinates,
+    plane_distance,
+    sample_metrics,
+    summarize,
+    target_draws,
+)
+from mfg.results import read_result, read_table, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import cli  # noqa: E402
+
+PINWHEEL = str(ROOT / "scenarios" / "neural_pinwheel_2d.yaml")
+#: a neural run of a second or two: 10 iterations, small networks, 300 evaluation samples
+TINY = ["--set", "solver.max_iter=10", "--set", "solver.eval_samples=300",
+        "--set", "solver.width=16", "--set", "solver.critic_width=16",
+        "--set", "solver.batch_size=64", "--set", "solver.critic_steps=1",
+        "--set", "solver.grid_n=16", "--set", "solver.checkpoint_every=0"]
+
+
+def normal_directions(q: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n unit vectors orthogonal to range(q) (d, 2), random."""
+    v = rng.standard_normal((n, q.shape[0]))
+    v -= (v @ q) @ q.T
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the measures
+
+
+@pytest.mark.parametrize("dim", [2, 3, 7, 12])
+@pytest.mark.parametrize("how", EMBEDDINGS)
+def test_plane_basis_is_orthonormal_and_is_the_embedding(dim, how):
+    q = plane_basis(dim, how, seed=5)
+    assert q.shape == (dim, 2)
+    np.testing.assert_allclose(q.T @ q, np.eye(2), atol=1e-13)
+    z = np.random.default_rng(0).standard_normal((50, 2))
+    np.testing.assert_allclose(embed(z, dim, how, seed=5), z @ q.T, atol=1e-13)
+    np.testing.assert_allclose(plane_coordinates(embed(z, dim, how, seed=5), q), z, atol=1e-12)
+    if how == "pad":
+        np.testing.assert_array_equal(q, np.eye(dim, 2))
+
+
+def test_plane_basis_refuses_what_has_no_plane():
+    with pytest.raises(ValueError, match="embedding"):
+        plane_basis(5, "rotate")
+    with pytest.raises(ValueError, match="dim"):
+        plane_basis(1, "pad")
+
+
+@pytest.mark.parametrize("how", EMBEDDINGS)
+def test_distance_to_the_plane_is_exact(how):
+    rng = np.random.default_rng(1)
+    q = plane_basis(7, how, seed=2)
+    on_plane = embed(pinwheel(101, rng), 7, how, seed=2)
+    assert np.max(plane_distance(on_plane, q)) < 1e-12
+    # offsets 0, 1, ..., 100 along random normal directions: mean 50, RMS √3350
+    # (Σ i² / 101 = 100·201/6), 99th percentile 99 (linear interpolation at rank 99 of 0..100)
+    r = np.arange(101.0)
+    moved = on_plane + r[:, None] * normal_directions(q, 101, rng)
+    np.testing.assert_allclose(plane_distance(moved, q), r, atol=1e-11)
+    stats = distance_stats(moved, q)
+    assert stats["plane_dist_mean"] == pytest.approx(50.0, rel=1e-12)
+    assert stats["plane_dist_rms"] == pytest.approx(np.sqrt(3350.0), rel=1e-12)
+    assert stats["plane_dist_p99"] == pytest.approx(99.0, rel=1e-12)
+    # off-plane offsets do not move the plane coordinates
+    np.testing.assert_allclose(plane_coordinates(moved, q), plane_coordinates(on_plane, q),
+                               atol=1e-11)
+
+
+@pytest.mark.parametrize("how", EMBEDDINGS)
+def test_sinkhorn_metrics_against_translations(how):
+    rng = np.random.default_rng(3)
+    q = plane_basis(5, how, seed=1)
+    y = embed(pinwheel(300, rng), 5, how, seed=1)
+    same = sample_metrics(y, y, q)
+    assert set(same) == set(SAMPLE_KEYS)
+    assert abs(same["sinkhorn"]) < 1e-9 and abs(same["sinkhorn_plane"]) < 1e-9
+    assert same["plane_dist_p99"] < 1e-12
+    # in-plane translation by δ: S = |δ|²/2 in full dimension and on the plane
+    delta = np.array([0.3, -0.2])
+    shifted = sample_metrics(y + delta @ q.T, y, q)
+    assert shifted["sinkhorn"] == pytest.approx(0.065, rel=1e-4)
+    assert shifted["sinkhorn_plane"] == pytest.approx(0.065, rel=1e-4)
+    # translation by 0.5 along one normal: full S = 0.125, plane S unchanged (0), distance 0.5
+    normal = normal_directions(q, 1, rng)[0]
+    off = sample_metrics(y + 0.5 * normal, y, q)
+    assert off["sinkhorn"] == pytest.approx(0.125, rel=1e-4)
+    assert abs(off["sinkhorn_plane"]) < 1e-9
+    assert off["plane_dist_mean"] == pytest.approx(0.5, rel=1e-12)
+    assert off["plane_dist_p99"] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_non_finite_samples_give_nan_metrics():
+    q = plane_basis(3, "pad")
+    x = np.zeros((10, 3))
+    x[4, 1] = np.inf
+    assert all(np.isnan(v) for v in sample_metrics(x, np.zeros((10, 3)), q).values())
+
+
+def test_floor_and_target_draws():
+    target = ToyData("pinwheel", 4, "isometry", 3)
+    y1, y2 = target_draws(target, 300, seed=2)
+    assert y1.shape == y2.shape == (300, 4)
+    again = target_draws(target, 300, seed=2)
+    np.testing.assert_array_equal(again[0], y1)  # reproducible ...
+    assert not np.allclose(y1, y2)  # ... independent of each other ...
+    training = target.sample(300, np.random.default_rng(2))
+    assert not np.allclose(y1, training)  # ... and of the training stream default_rng(seed)
+    q = plane_basis(4, "isometry", 3)
+    floors = floor_metrics(y1, y2, q)
+    assert set(floors) == set(FLOOR_KEYS)
+    # the data lies in the plane, so projecting is an isometry on it: equal floors, up to
+    # geomloss's ε-scaling, whose schedule starts from the bounding box's diagonal (not
+    # rotation invariant: measured 3e-5 relative here)
+    assert floors["sinkhorn_floor"] == pytest.approx(floors["sinkhorn_plane_floor"], rel=1e-3)
+    assert 0 < floors["sinkhorn_floor"] < 0.5
+
+
+def test_summarize_mean_min_max_over_finite_runs():
+    rows = [{"method": "a", "dim": 2, "s": 1.0}, {"method": "a", "dim": 2, "s": 3.0},
+            {"method": "a", "dim": 2, "s": float("nan")}, {"method": "b", "dim": 2, "s": 5.0}]
+    out = summarize(rows, ["s"], by=("method", "dim"))
+    assert out[0] == {"method": "a", "dim": 2, "n": 3, "n_finite": 2, "s": (2.0, 1.0, 3.0)}
+    assert out[1]["s"] == (5.0, 5.0, 5.0) and out[1]["n_finite"] == 1
+
+
+def test_table_round_trip(tmp_path):
+    path = write_table({"name": ["x", "y"], "dim": [2, 7], "s": [0.5, float("nan")]},
+                       {"command": "cli.py study"}, tmp_path / "t.h5")
+    columns, attrs = read_table(path)
+    assert list(columns) == ["name", "dim", "s"]  # the order written
+    assert columns["name"] == ["x", "y"] and list(columns["dim"]) == [2, 7]
+    assert columns["s"][0] == 0.5 and np.isnan(columns["s"][1])
+    assert attrs["command"] == "cli.py study"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def study(tmp_path: Path, *extra: str, out: str = "m.h5") -> int:
+    return cli.main(["study", "manifold", PINWHEEL, "--dims", "2,3", "--seeds", "1", *TINY,
+                     *extra, "-o", str(tmp_path / out)])
+
+
+def test_study_end_to_end_then_resume(tmp_path, capsys):
+    assert study(tmp_path) == 0
+    first = capsys.readouterr()
+    columns, attrs = read_table(tmp_path / "m.h5")
+    # d = 2 once ("any"), d = 3 per embedding; the scenario's lipschitz_f and the baseline
+    assert list(zip(columns["dim"], columns["embedding"], columns["method"], strict=True)) == [
+        (2, "any", "lipschitz_f"), (2, "any", "likelihood"),
+        (3, "pad", "lipschitz_f"), (3, "pad", "likelihood"),
+        (3, "isometry", "lipschitz_f"), (3, "isometry", "likelihood")]
+    for key in ("name", "seed", "status", *SAMPLE_KEYS, *FLOOR_KEYS, "n_samples",
+                "wall_time_s", "kinetic_energy", "hj_residual", "terminal_residual"):
+        assert key in columns, key
+    assert list(columns["n_samples"]) == [300] * 6
+    assert "neural_pinwheel_2d" in attrs["scenario"] and "--dims 2,3" in attrs["command"]
+    assert attrs["git_revision"] and "numpy" in attrs["versions"]
+    assert (tmp_path / "m.png").stat().st_size > 10_000
+    runs = sorted(p.name for p in (tmp_path / "m_runs").iterdir())
+    assert runs == sorted(f"{n}.h5" for n in columns["name"])  # no checkpoint, no temporary
+    # the table's figures are the measures of the stored samples
+    i = columns["name"].index("neural_pinwheel_2d_d3_isometry_s0_lipschitz_f")
+    res = read_result(tmp_path / "m_runs" / f"{columns['name'][i]}.h5")
+    q = plane_basis(3, "isometry", 0)
+    assert columns["plane_dist_p99"][i] == pytest.approx(
+        distance_stats(res.samples["terminal"], q)["plane_dist_p99"], rel=1e-12)
+    assert columns["wall_time_s"][i] == pytest.approx(res.wall_time_s)
+    assert columns["plane_dist_mean"][0] < 1e-12  # d = 2: on the plane by construction
+    # the target draws are the same 2-D points embedded by the run's own isometry, so the
+    # floor on the plane does not depend on d or the embedding (geomloss's ε-scaling: 1e-3)
+    np.testing.assert_allclose(columns["sinkhorn_plane_floor"],
+                               columns["sinkhorn_plane_floor"][0], rtol=1e-3)
+    np.testing.assert_allclose(columns["sinkhorn_floor"], columns["sinkhorn_plane_floor"],
+                               rtol=1e-3)
+    assert first.err.count("solved") == 6 and "run 6/6" in first.err
+    assert "sinkhorn on plane" in first.out and "floor" in first.out
+    # resume: every run file holds the same scenario, so nothing is solved again
+    assert study(tmp_path) == 0
+    second = capsys.readouterr()
+    assert second.err.count("reused") == 6 and "solved" not in second.err
+    again, _ = read_table(tmp_path / "m.h5")
+    np.testing.assert_array_equal(again["sinkhorn"], columns["sinkhorn"])
+
+
+def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path, capsys, monkeypatch):
+    import solvers
+    from solvers.neural.training import NeuralTrainingError
+
+    real = solvers.solve
+
+    def fake(sc):
+        if sc.terminal.kind == "likelihood" and sc.dim == 3:
+            raise NeuralTrainingError("non-finite loss at iteration 3")
+        return real(sc)
+
+    monkeypatch.setattr(solvers, "solve", fake)
+    assert study(tmp_path, "--embedding", "pad") == 0
+    err = capsys.readouterr().err
+    assert "diverged (non-finite loss at iteration 3)" in err
+    columns, _ = read_table(tmp_path / "m.h5")
+    assert list(columns["status"]) == ["max_iter", "max_iter", "max_iter", "diverged"]
+    assert np.isnan(columns["sinkhorn"][3]) and np.isnan(columns["hj_residual"][3])
+    assert np.isfinite(columns["sinkhorn_floor"][3])
+    assert read_result(tmp_path / "m_runs" / f"{columns['name'][3]}.h5").status == "diverged"
+    monkeypatch.setattr(solvers, "solve", real)  # a rerun reuses the diverged record too
+    assert study(tmp_path, "--embedding", "pad") == 0
+    assert capsys.readouterr().err.count("reused") == 4
+
+
+def test_a_setting_the_solver_refuses_is_bad_input(tmp_path, capsys, monkeypatch):
+    import solvers
+    from solvers.neural.training import NeuralTrainingError
+
+    def refuse(sc):
+        raise NeuralTrainingError("solver.something: not for this run")
+
+    monkeypatch.setattr(solvers, "solve", refuse)
+    assert study(tmp_path) == 2  # not recorded as a divergence
+    err = capsys.readouterr().err
+    assert err.startswith("error: neural_pinwheel_2d_d2_any_s0_lipschitz_f: solver.something")
+    assert list((tmp_path / "m_runs").iterdir()) == [] and not (tmp_path / "m.h5").exists()
+
+
+def test_a_changed_scenario_is_solved_again(tmp_path, capsys):
+    assert study(tmp_path, "--baselines", "none", "--dims", "3", "--embedding", "pad") == 0
+    capsys.readouterr()
+    assert study(tmp_path, "--baselines", "none", "--dims", "3", "--embedding", "pad",
+                 "--set", "solver.lr=1e-3") == 0
+    err = capsys.readouterr().err
+    assert "solved" in err and "reused" not in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["study", "manifold", str(ROOT / "scenarios" / "gaussian_kl_2d.yaml")], "target"),
+    (["study", "manifold", PINWHEEL, "--set", "source.std=[1.0,2.0]"], "source"),
+    (["study", "manifold", PINWHEEL, "--set", "source.mean=[0.0,0.0,0.0]", "--set", "dim=3",
+      "--set", "domain=null"], "dim"),
+    (["study", "manifold", PINWHEEL, "--embedding", "pad,rotate"], "--embedding"),
+    (["study", "manifold", PINWHEEL, "--dims", "1,2"], "integers >= 2"),
+    (["study", "manifold", PINWHEEL, "--seeds", "0"], "--seeds"),
+    (["study", "manifold", PINWHEEL, "--set", "solver.nope=1"], "nope"),
+    (["study", "manifold", PINWHEEL, "--set", "solver.width=0"], "width"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    rc = cli.main([*args, "-o", str(tmp_path / "sub" / "m.h5")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_outputs_exit_2_and_write_nothing(tmp_path, capsys):
+    (tmp_path / "m_runs").write_text("a file where the runs' folder goes")
+    for out in ("m.png", "m.h5", "dir/"):
+        rc = cli.main(["study", "manifold", PINWHEEL, "-o", str(tmp_path / out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: "), (out, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m_runs"]
+
+
+@pytest.mark.slow
+def test_study_in_7_and_12_dimensions(tmp_path, capsys):
+    """The default dimensions (2, 7, 12) with 200 iterations and 1,000 samples per run: the
+    table is complete, the floors do not depend on d or the embedding, and every run that did
+    not diverge has finite measures."""
+    rc = cli.main(["study", "manifold", PINWHEEL, "--seeds", "1",
+                   "--set", "solver.max_iter=200", "--set", "solver.eval_samples=1000",
+                   "--set", "solver.checkpoint_every=0", "-o", str(tmp_path / "m.h5")])
+    assert rc == 0, capsys.readouterr().err
+    columns, _ = read_table(tmp_path / "m.h5")
+    assert len(columns["name"]) == 2 + 2 * 2 * 2  # d = 2 once, 7 and 12 per embedding
+    with h5py.File(tmp_path / "m.h5") as f:
+        assert f["table"]["sinkhorn"].dtype == np.float64
+    np.testing.assert_allclose(columns["sinkhorn_plane_floor"],
+                               columns["sinkhorn_plane_floor"][0], rtol=1e-3)
+    for i, status in enumerate(columns["status"]):
+        if status != "diverged":
+            for key in (*SAMPLE_KEYS, "hj_residual", "kinetic_energy"):
+                assert np.isfinite(columns[key][i]), (columns["name"][i], key)
