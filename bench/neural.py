@@ -1,7 +1,7 @@
 """Benchmarks of the neural solver (solvers/neural).
 
     python bench/neural.py [--dims 2 12 64] [--batch 512] [--repeats 10] [--device cpu|cuda]
-    python bench/neural.py --pinwheel [--set solver.max_iter=...]
+    python bench/neural.py --pinwheel [--dims 2 12] [--eval-every 100] [--set solver.max_iter=...]
 
 Timing (default): for each dimension d, the scenario N(0, I_d) -> pinwheel embedded in R^d by a
 fixed isometry with the ``lipschitz_f`` (KL, L = 1) terminal cost, prints medians over
@@ -13,27 +13,35 @@ fixed isometry with the ``lipschitz_f`` (KL, L = 1) terminal cost, prints median
 * ``autograd``  ∇U by torch.autograd, the reference the closed form is measured against;
 * ``iter``      one training iteration (critic steps + generator step), and samples/s = batch/iter.
 
-``--pinwheel`` trains scenarios/neural_pinwheel_2d.yaml and prints the debiased Sinkhorn
-divergence (geomloss, p = 2, blur 0.05) between 5,000 generated and 5,000 fresh target samples.
+``--pinwheel`` (time to accuracy) trains scenarios/neural_pinwheel_2d.yaml in each of ``--dims``
+(the pinwheel embedded by a fixed isometry above 2-D), evaluating the debiased Sinkhorn divergence
+(geomloss, p = 2, blur 0.05) between the generated samples of 5,000 fixed source points and 5,000
+fixed target samples every ``--eval-every`` iterations, and prints the training time (evaluations
+excluded) at which it first falls within ``--factor`` (1.5) times its floor, the divergence between
+two target draws; beside it the same measurement for the likelihood flow (OT-Flow's objective,
+``terminal: {kind: likelihood}``) unless ``--no-baseline``.
 Threads: torch uses OMP_NUM_THREADS (set it; 1 on a shared machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mfg.scenario import load_scenario, parse_scenario  # noqa: E402
-from solvers.neural.training import Trainer  # noqa: E402
+from solvers.neural.solver import trainer_class_for  # noqa: E402
+from solvers.neural.training import NeuralTrainingError, Trainer  # noqa: E402
 
 SCENARIO = """
 name: bench_d{dim}
@@ -100,38 +108,97 @@ def run_timing(args: argparse.Namespace) -> None:
               f"{args.batch / r['iter']:>10.0f} {r['autograd'] / r['grad']:>14.2f}")
 
 
-def run_pinwheel(args: argparse.Namespace) -> None:
-    from solvers.neural import solve
+def embedded_overrides(dim: int, embedding: str) -> list[str]:
+    """--set overrides putting the 2-D pinwheel scenario in R^dim (source N(0, I_dim), target
+    embedded by ``embedding``, no domain above 2-D)."""
+    if dim == 2:
+        return []
+    return [f"dim={dim}", f"source.mean={[0.0] * dim}", f"target.embedding={embedding}",
+            "domain=null"]
 
-    sc = load_scenario(REPO / "scenarios" / "neural_pinwheel_2d.yaml",
-                       ["solver.progress=false", "solver.checkpoint_every=0", *args.set])
-    t0 = time.perf_counter()
-    res = solve(sc)
-    wall = time.perf_counter() - t0
-    m = res.metrics
-    print(f"pinwheel 2-D, lipschitz_f (KL, L = {sc.terminal.L}), lambda {sc.lam}, "
-          f"{sc.solver.max_iter} iterations, {torch.get_num_threads()} thread(s): "
-          f"wall {wall:.0f} s")
-    print(f"sinkhorn_to_target (geomloss, p=2, blur=0.05, {sc.solver.eval_samples} vs "
-          f"{sc.solver.eval_samples} samples): {m['sinkhorn_to_target']:.3e}  "
-          "(seed paper: 8.0e-3; target <= 1.0e-2)")
-    print(f"kinetic_energy {m['kinetic_energy']:.4g}  terminal_cost {m['terminal_cost']:.4g}  "
-          f"hj_residual {m['hj_residual']:.3g}")
+
+def time_to_floor(sc, eval_every: int, factor: float, eval_n: int) -> dict[str, float]:
+    """Train ``sc`` and evaluate the debiased Sinkhorn divergence (p = 2, blur 0.05) between
+    the generated samples of a fixed source set and a fixed target set (``eval_n`` each) every
+    ``eval_every`` iterations; returns the floor (two fresh target draws), the training time
+    (evaluations excluded) and iteration at which S first falls below ``factor``·floor, and the
+    last S."""
+    from mfg.metrics import sinkhorn_divergence
+    from solvers.neural.dynamics import Dynamics, integrate
+
+    device = torch.device(sc.solver.device)
+    tr = trainer_class_for(sc)(sc, device, torch.float32)
+    rng = np.random.default_rng([sc.seed, 99])
+    x0 = tr.tensor(sc.source.sample(eval_n, rng))
+    y = torch.as_tensor(sc.target.sample(eval_n, rng))
+    floor = sinkhorn_divergence(y, torch.as_tensor(sc.target.sample(eval_n, rng)))
+    times = torch.tensor([0.0, sc.T], dtype=tr.dtype, device=device)
+    out = {"floor": floor, "time_to_target": math.nan, "iter_to_target": math.nan}
+    train_s = 0.0
+    while tr.iteration < sc.solver.max_iter:
+        t0 = time.perf_counter()
+        tr.step()
+        train_s += time.perf_counter() - t0
+        if tr.iteration % eval_every and tr.iteration != sc.solver.max_iter:
+            continue
+        dyn = Dynamics(tr.potential, tr.lam, None, hj=False, train=False)
+        x_t = integrate(dyn, x0, times, tr.method, sc.solver.nt)[0][-1]
+        s = sinkhorn_divergence(x_t.detach().cpu().double(), y)
+        out.update(last=s, iterations=tr.iteration, train_s=train_s)
+        print(f"  it {tr.iteration:>6} train {train_s:7.1f} s  S {s:.3e}  S/floor {s / floor:.2f}",
+              file=sys.stderr, flush=True)
+        if s <= factor * floor and math.isnan(out["time_to_target"]):
+            out.update(time_to_target=train_s, iter_to_target=tr.iteration)
+            break
+    return out
+
+
+def run_pinwheel(args: argparse.Namespace) -> None:
+    """Time to accuracy: training seconds until S <= factor·floor, per dimension and method."""
+    methods: dict[str, list[str]] = {"w1w2": []}
+    if not args.no_baseline:
+        methods["likelihood"] = ["terminal={kind: likelihood}"]
+    print(f"pinwheel time to {args.factor} x floor: {torch.get_num_threads()} thread(s), "
+          f"evaluation every {args.eval_every} iterations on {args.eval_n} vs {args.eval_n} "
+          "fixed samples (debiased Sinkhorn, p=2, blur 0.05); training time excludes evaluation")
+    print(f"{'dim':>4} {'method':>11} {'floor':>9} {'S last':>9} {'iters':>7} {'train s':>8} "
+          f"{'to target s':>12} {'at iter':>8}")
+    for dim in args.dims:
+        for method, extra in methods.items():
+            sc = load_scenario(REPO / "scenarios" / "neural_pinwheel_2d.yaml",
+                               ["solver.progress=false", "solver.checkpoint_every=0",
+                                *embedded_overrides(dim, args.embedding), *extra, *args.set])
+            try:
+                r = time_to_floor(sc, args.eval_every, args.factor, args.eval_n)
+            except NeuralTrainingError as err:
+                print(f"{dim:>4} {method:>11} diverged: {' '.join(str(err).split())[:100]}")
+                continue
+            print(f"{dim:>4} {method:>11} {r['floor']:>9.2e} {r['last']:>9.2e} "
+                  f"{r['iterations']:>7d} {r['train_s']:>8.1f} {r['time_to_target']:>12.1f} "
+                  f"{r['iter_to_target']:>8}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dims", type=int, nargs="+", default=[2, 12, 64])
+    p.add_argument("--dims", type=int, nargs="+", default=None)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--pinwheel", action="store_true", help="train the pinwheel benchmark")
+    p.add_argument("--pinwheel", action="store_true",
+                   help="time to accuracy on the pinwheel (dims from --dims, default 2 12)")
+    p.add_argument("--embedding", choices=("pad", "isometry"), default="isometry")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-n", type=int, default=5000)
+    p.add_argument("--factor", type=float, default=1.5)
+    p.add_argument("--no-baseline", action="store_true", help="skip the likelihood flow")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of the pinwheel scenario (repeatable)")
     args = p.parse_args()
     if args.pinwheel:
+        args.dims = args.dims or [2, 12]
         run_pinwheel(args)
     else:
+        args.dims = args.dims or [2, 12, 64]
         run_timing(args)
 
 
