@@ -27,7 +27,9 @@ from solvers.neural.training import Trainer, distributable
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 #: the slow test's scenario exercises every batch statistic of a critic run: log E_Q[e^φ]
-#: (Donsker–Varadhan), the gradient penalty (double backward), the HJ and terminal penalties
+#: (Donsker–Varadhan), the gradient penalty (double backward), the HJ and terminal penalties;
+#: a constant learning rate, because lr·lr_decay^(k/max_iter) changes with max_iter and the
+#: resume test stops at max_iter 15 before resuming to 30
 TINY = """
 name: tiny_ddp
 dim: 2
@@ -37,7 +39,8 @@ target: {kind: dataset, name: pinwheel}
 terminal: {kind: lipschitz_f, f: kl, L: 1.0}
 solver: {kind: neural, width: 8, depth: 1, critic_width: 8, critic_steps: 2, batch_size: 32,
          nt: 2, max_iter: 3, eval_samples: 64, n_trajectories: 4, grid_n: 8, grid_nt: 2,
-         progress: false, hj_weight: 0.5, terminal_weight: 0.2, lr: 0.01, critic_lr: 0.001}
+         progress: false, hj_weight: 0.5, terminal_weight: 0.2, lr: 0.01, critic_lr: 0.001,
+         lr_decay: 1.0}
 seed: 3
 """
 #: the curves compared (terminal_cost is the critic's objective here)

@@ -296,7 +296,9 @@ def test_small_lambda_terminal_law_approaches_the_target_in_2d():
         x.mean(0), x.std(0), m_t, s_t)
     assert res.metrics["inversion_error"] < 1e-3, res.metrics
     assert res.metrics["objective"] > 2 * cf.objective() - 0.1, res.metrics  # measured 1.93
-    coarse = solve(parse_scenario(text, overrides=["solver.max_iter=100"]))
+    # without the HJ penalty: with the default hj_weight (5) the coarse map stays an inverse
+    # to 2e-3 (measured), the penalty keeping the characteristics straight
+    coarse = solve(parse_scenario(text, overrides=["solver.max_iter=100", "solver.hj_weight=0"]))
     assert coarse.metrics["inversion_error"] > 0.1, coarse.metrics  # measured 0.73
 
 
