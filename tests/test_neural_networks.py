@@ -118,18 +118,23 @@ def test_adjoint_gradients_match_direct_backpropagation():
         torch.testing.assert_close(g_adjoint, g_direct, rtol=1e-6, atol=1e-8)
 
 
-def test_euler_hj_penalty_with_endpoints_is_the_trapezoid_rule_over_the_nodes():
-    """H from Euler steps is the left sum h Σ_{k<nt} r²(x_k, t_k); with euler_hj_endpoints it is
-    the trapezoid rule h[r²_0/2 + Σ_{0<k<nt} r²_k + r²_nt/2], r² evaluated at the Euler nodes."""
-    from solvers.neural.dynamics import euler_hj_endpoints, hj_residual_squared
+@pytest.mark.parametrize("backward", [False, True])
+def test_euler_hj_penalty_with_endpoints_is_the_trapezoid_rule_over_the_nodes(backward):
+    """H from Euler steps is the sum h Σ_k r²(x_k, t_k) over all nodes but the last; with
+    hj_path_integral it is the trapezoid rule h[r²_0/2 + Σ_{0<k<nt} r²_k + r²_nt/2] over the Euler
+    nodes, forwards (0 -> T) and backwards (T -> 0, the likelihood's pull-back)."""
+    from solvers.neural.dynamics import hj_path_integral, hj_residual_squared
 
     pot, lam, T, nt = random_potential(3, seed=4), 0.7, 1.5, 5
-    x0 = torch.randn(9, 3, dtype=torch.float64)
+    x_start = torch.randn(9, 3, dtype=torch.float64)
     nodes = torch.linspace(0.0, T, nt + 1, dtype=torch.float64)
+    if backward:
+        nodes = nodes.flip(0)
     dyn = Dynamics(pot, lam, None, hj=True, train=False)
-    xs, _, _, hs = integrate(dyn, x0, nodes, "euler", nt)
+    xs, _, _, hs = integrate(dyn, x_start, nodes, "euler", nt)
     r2 = torch.stack([hj_residual_squared(pot, lam, x, t) for x, t in zip(xs, nodes,
                                                                                strict=True)])
     trapezoid = (T / nt) * (r2[0] / 2 + r2[1:-1].sum(dim=0) + r2[-1] / 2)
-    got = hs[-1] + euler_hj_endpoints(pot, lam, x0, xs[-1], T, nt)
+    got = hj_path_integral(dyn, hs[-1], x_start, float(nodes[0]), xs[-1], float(nodes[-1]),
+                           "euler", nt)
     torch.testing.assert_close(got.detach(), trapezoid.detach(), rtol=1e-10, atol=1e-12)

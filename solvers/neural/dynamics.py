@@ -113,12 +113,18 @@ def hj_residual_squared(potential: Potential, lam: float, x: torch.Tensor,
     return ((gx**2).sum(dim=1) / (2.0 * lam) - gt) ** 2
 
 
-def euler_hj_endpoints(potential: Potential, lam: float, x0: torch.Tensor, x_t: torch.Tensor,
-                       T: float, nt: int) -> torch.Tensor:
-    """(h/2)[r²(x_T, T) − r²(x_0, 0)], h = T/nt, per sample (n,): added to H from Euler steps
-    (the left Riemann sum h Σ_{k<nt} r²(t_k)), it gives the trapezoid rule over the nodes. Euler
-    never evaluates the flow at t = T, so without it the HJ residual at T is not penalized at all
-    (measured on the 2-D pinwheel with hj_weight 100: the residual metric stalled at 0.12)."""
-    h = T / nt
-    return 0.5 * h * (hj_residual_squared(potential, lam, x_t, T)
-                      - hj_residual_squared(potential, lam, x0, 0.0))
+def hj_path_integral(dyn: Dynamics, h_end: torch.Tensor, x_start: torch.Tensor, t_start: float,
+                     x_end: torch.Tensor, t_end: float, method: str, nt: int) -> torch.Tensor:
+    """∫ (−∂tU + |∇U|²/(2λ))² dt along each path from t_start to t_end (either direction), (n,),
+    from ``h_end``, the H component :func:`integrate` returned at t_end (negated by odeint when
+    t_end < t_start). Euler's sum h Σ_k r²(t_k) samples t_start but never t_end; adding the
+    endpoint terms (h/2)[r²(x_end, t_end) − r²(x_start, t_start)], h = |t_end − t_start|/nt,
+    makes it the trapezoid rule over the nodes, so the residual at the far end is penalized too
+    (measured on the 2-D pinwheel with hj_weight 100 in the old units: without them the residual
+    metric stalled at 0.12). Other methods sample both ends already."""
+    total = h_end if t_end > t_start else -h_end
+    if method != "euler":
+        return total
+    r2_end = hj_residual_squared(dyn.potential, dyn.lam, x_end, t_end)
+    r2_start = hj_residual_squared(dyn.potential, dyn.lam, x_start, t_start)
+    return total + 0.5 * abs(t_end - t_start) / nt * (r2_end - r2_start)

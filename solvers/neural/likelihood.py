@@ -49,7 +49,7 @@ import torch
 
 from mfg.scenario import Scenario
 from solvers.neural.distributed import Group
-from solvers.neural.dynamics import Dynamics, integrate
+from solvers.neural.dynamics import Dynamics, hj_path_integral, integrate
 from solvers.neural.terminal import torch_log_density
 from solvers.neural.training import Trainer, rademacher
 
@@ -80,7 +80,8 @@ def pull_back(dyn: Dynamics, y: torch.Tensor, T: float, log_rho0: LogDensity, me
     times = torch.tensor([T, 0.0], dtype=y.dtype, device=y.device)
     xs, ells, ks, hs = integrate(dyn, y, times, method, nt, adjoint, rtol, atol)
     x0 = xs[-1]
-    return PullBack(x0=x0, log_density=log_rho0(x0) - ells[-1], kinetic=-ks[-1], hj=-hs[-1])
+    hj = hj_path_integral(dyn, hs[-1], y, T, x0, 0.0, method, nt) if dyn.hj else -hs[-1]
+    return PullBack(x0=x0, log_density=log_rho0(x0) - ells[-1], kinetic=-ks[-1], hj=hj)
 
 
 class LikelihoodTrainer(Trainer):

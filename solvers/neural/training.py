@@ -11,7 +11,7 @@ One iteration (batch of B source samples x0 ~ ρ0):
    mean |∇U(x_T, T) − ∇φ(x_T)|² (critic kinds) or Var[U(x_T, T) − log(ρ_T/π)(x_T)] (KL).
    H_T = ∫(−∂tU + |∇U|²/(2λ))² dt scales as λ²|v|⁴T, K_T as λ|v|²: dividing by Tλ keeps the
    weight's meaning when λ changes. With Euler steps H_T gets the endpoint terms of the trapezoid
-   rule (dynamics.euler_hj_endpoints), so the residual at t = T is penalized too.
+   rule (dynamics.hj_path_integral), so the residual at t = T is penalized too.
 
 Source batches are antithetic (x, 2m − x) for symmetric sources when ``antithetic`` is set.
 
@@ -52,7 +52,7 @@ from mfg.scenario import Scenario, ScenarioError
 from solvers.neural.distributed import Group, Ranks
 from solvers.neural.dynamics import (
     Dynamics,
-    euler_hj_endpoints,
+    hj_path_integral,
     integrate,
     resolve_divergence,
     resolve_method,
@@ -230,9 +230,9 @@ class Trainer:
         xs, ells, ks, hs = integrate(self.dyn, x0, times, self.method, cfg.nt, cfg.adjoint,
                                      cfg.rtol, cfg.atol)
         x_t, ell, kin, h_path = xs[-1], ells[-1], ks[-1], hs[-1]
-        if cfg.hj_weight > 0 and self.method == "euler":
-            h_path = h_path + euler_hj_endpoints(self.potential, self.lam, x0, x_t, self.T,
-                                                 cfg.nt)
+        if cfg.hj_weight > 0:
+            h_path = hj_path_integral(self.dyn, h_path, x0, 0.0, x_t, self.T, self.method,
+                                      cfg.nt)
         ke = gather(kin).mean()
         critic_obj = math.nan
         g = None
