@@ -597,6 +597,29 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
     return runs
 
 
+#: solver settings that do not change the problem or its solution (where and how it is written)
+RUN_ONLY_SETTINGS = frozenset({"checkpoint", "checkpoint_every", "progress", "resume",
+                               "processes"})
+
+
+def same_settings(recorded: dict[str, Any], config: Any) -> bool:
+    """Whether a result's recorded solver settings are those ``config`` (a solver dataclass)
+    resolves to: every field both have must agree, except RUN_ONLY_SETTINGS and fields the
+    config leaves to the solver (``"auto"``, recorded as what it resolved to). A run made
+    under other defaults (an older version) is thus solved again, not silently reused."""
+    for field in dataclasses.fields(config):
+        mine = getattr(config, field.name)
+        if field.name in RUN_ONLY_SETTINGS or mine == "auto" or field.name not in recorded:
+            continue
+        theirs = recorded[field.name]
+        if isinstance(mine, float) or isinstance(theirs, float):
+            if not isinstance(theirs, int | float) or float(theirs) != float(mine):
+                return False
+        elif theirs != mine:
+            return False
+    return True
+
+
 def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Result, how)
     """The run's Result: its file when that holds the same scenario text ("reused"), else a
     fresh solve written there ("solved"). A neural run whose loss turned non-finite becomes a
@@ -612,9 +635,9 @@ def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Resu
     if run.path.is_file():
         try:
             old = read_result(run.path)
-            if old.scenario_text == sc.text:
+            if old.scenario_text == sc.text and same_settings(old.settings, sc.solver):
                 return old, "reused"
-            how = "solved (replacing a run of another scenario)"
+            how = "solved (replacing a run of another scenario or solver settings)"
         except ResultFileError:
             how = "solved (replacing an unreadable run file)"
     start = time.perf_counter()

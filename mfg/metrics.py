@@ -17,6 +17,9 @@ import numpy as np
 
 Measure = tuple[np.ndarray, np.ndarray]  # points (n, d), weights (n,) summing to 1
 
+#: geomloss's ε-scaling ratio for :func:`sinkhorn_divergence` (its own default, 0.5, is biased low)
+SINKHORN_SCALING = 0.9
+
 
 def _import_ot() -> Any:
     """``import ot`` with stdout silenced: POT loads pykeops, which prints a warning on stdout."""
@@ -66,15 +69,24 @@ def _import_geomloss() -> Any:
     return geomloss
 
 
-def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2) -> float:
-    """Debiased Sinkhorn divergence S_ε between the empirical measures of samples x and y.
+def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2,
+                        scaling: float = SINKHORN_SCALING) -> float:
+    """Debiased Sinkhorn divergence S_ε(α, β) = OT_ε(α, β) − ½OT_ε(α, α) − ½OT_ε(β, β) between
+    the empirical measures α, β of samples x (n, d) and y (m, d), with cost |x − y|^p/p and
+    ε = blur^p.
 
-    geomloss ``SamplesLoss("sinkhorn", p, blur, debias=True)`` with cost |x − y|^p/p; float64
-    on the samples' device (numpy arrays are taken as CPU tensors).
+    geomloss ``SamplesLoss("sinkhorn", p, blur, debias=True, scaling)``, float64 on the samples'
+    device (numpy arrays are taken as CPU tensors). ``scaling`` is the ratio of geomloss's
+    ε-annealing schedule (diameter^p down to blur^p): the closer to 1, the more iterations and
+    the closer to the converged S_ε. geomloss's own default, 0.5, stops far from it: for two
+    independent 5,000-point pinwheel draws it gives 2.1e-3 where 0.9 gives 8.8e-3 and 0.95
+    1.0e-2, and across draws it even turns negative, which S_ε never is. 0.9 (SINKHORN_SCALING)
+    costs about 3× as much as 0.5 and leaves the metric's floor positive and stable.
     """
     import torch
 
-    loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True)
+    loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True,
+                                           scaling=scaling)
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64, device=xt.device)
     with torch.no_grad():

@@ -27,15 +27,17 @@ if str(REPO) not in sys.path:
 SMALL = ["solver.progress=false", "solver.n=300", "solver.eval_n=300", "solver.backend=torch",
          "solver.eval_every=1000"]
 
-#: field -> (overrides, threshold on the final Sinkhorn divergence, measured value)
+#: field -> (overrides, bound on the final Sinkhorn divergence ÷ its floor, measured value).
+#: The floor (two 300-point target draws, mfg.metrics at ε-scaling 0.9) is 0.065, the initial
+#: divergence 0.46 (7× the floor).
 FIELD_CASES: dict[str, tuple[list[str], float]] = {
-    "kde_kl": (["solver.bandwidth=0.3", "solver.dt=0.2", "solver.steps=100"], 0.05),  # 0.035
-    "mmd": (["solver.bandwidth=0.5", "solver.dt=1.0", "solver.steps=100"], 0.05),  # 0.032
-    "sinkhorn": (["solver.dt=0.5", "solver.steps=30", "solver.scaling=0.8"], 0.06),  # 0.044
-    "sliced_w": (["solver.dt=0.2", "solver.steps=100"], 0.08),  # 0.058
-    "lipschitz_f": (["solver.dt=0.2", "solver.steps=60"], 0.10),  # 0.074
+    "kde_kl": (["solver.bandwidth=0.3", "solver.dt=0.2", "solver.steps=100"], 1.3),  # 1.08
+    "mmd": (["solver.bandwidth=0.5", "solver.dt=1.0", "solver.steps=100"], 1.7),  # 1.44
+    "sinkhorn": (["solver.dt=0.5", "solver.steps=30", "solver.scaling=0.8"], 1.5),  # 1.27
+    "sliced_w": (["solver.dt=0.2", "solver.steps=100"], 2.0),  # 1.65
+    "lipschitz_f": (["solver.dt=0.2", "solver.steps=60"], 2.1),  # 1.76
     "drift": (["solver.temperatures=[0.1,0.2,0.5]", "solver.dt=0.5", "solver.steps=100"],
-              0.05),  # 0.026
+              1.5),  # 1.26
 }
 
 
@@ -48,8 +50,8 @@ def test_field_moves_particles_to_8gaussians(field: str) -> None:
     overrides, threshold = FIELD_CASES[field]
     res = solve(load("particles_8gaussians.yaml", f"solver.field={field}", *overrides))
     assert res.status == "completed"
-    assert res.metrics["sinkhorn_initial"] > 0.25
-    assert res.metrics["sinkhorn_to_target"] < threshold
+    assert res.metrics["sinkhorn_initial"] > 5 * res.metrics["sinkhorn_floor"]
+    assert res.metrics["sinkhorn_to_target"] < threshold * res.metrics["sinkhorn_floor"]
     assert res.samples["terminal"].shape == (300, 2)
     traj = res.samples["trajectories"]
     assert traj.shape[1:] == (300, 2) and len(traj) == len(res.samples["trajectory_times"])
@@ -74,8 +76,8 @@ def test_generator_trains_against_a_field() -> None:
               "solver.batch=256", "solver.eval_every=50", "solver.width=64")
     res = solve(sc)
     assert res.status == "completed"
-    # measured 0.274 -> 0.06 (kde_kl, h = 0.3, 150 steps)
-    assert res.metrics["sinkhorn_to_target"] < 0.1
+    # measured 0.46 -> 0.119 = 1.8× the floor 0.065 (kde_kl, h = 0.3, 150 steps)
+    assert res.metrics["sinkhorn_to_target"] < 2.3 * res.metrics["sinkhorn_floor"]
     assert res.samples["trajectories"].shape[1:] == (300, 2)
 
 
@@ -84,7 +86,8 @@ def test_jko_mmd_trains() -> None:
               "solver.batch=256", "solver.width=64", "solver.eval_every=30")
     res = solve(sc)
     assert res.status == "completed"
-    assert res.metrics["sinkhorn_to_target"] < 0.15  # measured 0.274 -> 0.09
+    # measured 0.46 -> 0.188 = 2.9× the floor 0.065
+    assert res.metrics["sinkhorn_to_target"] < 3.5 * res.metrics["sinkhorn_floor"]
     assert len(res.samples["trajectories"]) == 6  # g_0 = identity, then 5 JKO steps
     assert res.history["proximal"][1] > 0
 

@@ -261,6 +261,25 @@ def test_a_changed_scenario_is_solved_again(tmp_path, capsys):
     assert "solved" in err and "reused" not in err
 
 
+def test_a_run_made_under_other_solver_defaults_is_not_reused():
+    """The scenario text alone does not fix the problem solved: a run file written by a version
+    with other defaults (here a narrower critic) must be solved again."""
+    import dataclasses
+
+    from mfg.settings.neural import NeuralSolverConfig
+
+    cfg = NeuralSolverConfig()
+    recorded = dataclasses.asdict(cfg) | {"method": "euler", "divergence": "exact",
+                                          "processes": 1}
+    assert cli.same_settings(recorded, cfg)  # "auto" fields recorded as what they resolved to
+    moved = recorded | {"checkpoint": "/elsewhere.ckpt", "progress": False, "resume": True}
+    assert cli.same_settings(moved, cfg)  # where and how it was written: not the problem
+    assert cli.same_settings(recorded | {"gp_weight": int(cfg.gp_weight)}, cfg)  # 10 == 10.0
+    assert not cli.same_settings(recorded | {"critic_width": cfg.critic_width // 2}, cfg)
+    assert not cli.same_settings(recorded | {"hj_weight": cfg.hj_weight + 1}, cfg)
+    assert not cli.same_settings(recorded | {"critic_activation": "silu"}, cfg)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["study", "manifold", str(ROOT / "scenarios" / "gaussian_kl_2d.yaml")], "target"),
     (["study", "manifold", PINWHEEL, "--set", "source.std=[1.0,2.0]"], "source"),

@@ -49,7 +49,7 @@ class NeuralSolverConfig:
     max_iter: int = 2000
     lr: float = 5e-3
     lr_decay: float = 0.1
-    critic_width: int = 64
+    critic_width: int = 128
     critic_depth: int = 2
     critic_lr: float = 1e-3
     critic_steps: int = 5
