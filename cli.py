@@ -656,11 +656,12 @@ def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Resu
     return result, how
 
 
-def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, dict[str, float]]
+def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any]
                  ) -> tuple[dict[str, Any], Any]:
     """The table row of one run (mfg.manifold metrics on its terminal samples against fresh
-    target draws; floors cached per dim, embedding, seed and size) and its samples' plane
-    coordinates (None when it diverged)."""
+    target draws; floors cached per dim, embedding, seed and size, the plane floor per seed and
+    size: the draws' plane coordinates do not depend on d) and its samples' plane coordinates
+    (None when it diverged)."""
     import numpy as np
 
     from mfg.manifold import floor_metrics, plane_basis, sample_metrics, target_draws
@@ -674,9 +675,10 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, dict[str, fl
     q = plane_basis(sc.dim, sc.target.embedding, sc.target.embedding_seed)
     device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
     y1, y2 = target_draws(sc.target, n, sc.seed)
-    key = (run.dim, run.embedding, run.seed, n)
+    key, plane_key = (run.dim, run.embedding, run.seed, n), ("plane", run.seed, n)
     if key not in floors:
-        floors[key] = floor_metrics(y1, y2, q, device)
+        floors[key] = floor_metrics(y1, y2, q, device, floors.get(plane_key))
+        floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
     samples = sample_metrics(x if x is not None else np.full((n, sc.dim), np.nan), y1, q, device)
     nan = float("nan")
     row = {"name": sc.name, "dim": run.dim, "embedding": run.embedding, "seed": run.seed,

@@ -86,17 +86,28 @@ def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu") -> dict[st
     statistics of :func:`distance_stats`. Samples with a non-finite entry give NaN for all."""
     if not np.all(np.isfinite(x)):
         return dict.fromkeys(SAMPLE_KEYS, float("nan"))
-    out = {"sinkhorn": _sinkhorn(x, y, device),
-           "sinkhorn_plane": _sinkhorn(plane_coordinates(x, q), plane_coordinates(y, q), device)}
-    return out | distance_stats(x, q)
+    full = _sinkhorn(x, y, device)
+    plane = full if _is_identity(q) else _sinkhorn(plane_coordinates(x, q),
+                                                   plane_coordinates(y, q), device)
+    return {"sinkhorn": full, "sinkhorn_plane": plane} | distance_stats(x, q)
 
 
-def floor_metrics(y1: Array, y2: Array, q: Array, device: str = "cpu") -> dict[str, float]:
+def floor_metrics(y1: Array, y2: Array, q: Array, device: str = "cpu",
+                  plane_floor: float | None = None) -> dict[str, float]:
     """The floors of the two Sinkhorn metrics: S_ε(y1, y2) and S_ε(Qᵀy1, Qᵀy2) between two
-    independent target draws y1, y2 (n, d) of the size the samples have."""
-    return {"sinkhorn_floor": _sinkhorn(y1, y2, device),
-            "sinkhorn_plane_floor": _sinkhorn(plane_coordinates(y1, q),
-                                              plane_coordinates(y2, q), device)}
+    independent target draws y1, y2 (n, d) of the size the samples have. ``plane_floor``: the
+    second when already known (embedded draws of the same 2-D points have the same plane
+    coordinates whatever d and the embedding)."""
+    full = _sinkhorn(y1, y2, device)
+    if plane_floor is None:
+        plane_floor = full if _is_identity(q) else _sinkhorn(plane_coordinates(y1, q),
+                                                             plane_coordinates(y2, q), device)
+    return {"sinkhorn_floor": full, "sinkhorn_plane_floor": plane_floor}
+
+
+def _is_identity(q: Array) -> bool:
+    """Whether Q is the identity of R² (d = 2: the plane coordinates are the samples)."""
+    return q.shape == (2, 2) and bool(np.array_equal(q, np.eye(2)))
 
 
 def target_draws(target: Any, n: int, seed: int) -> tuple[Array, Array]:
