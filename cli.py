@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -656,6 +657,31 @@ def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Resu
     return result, how
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def cached_metrics(path: Path, stamp: dict[str, Any],
+                   compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``compute()``, or the metrics stored at ``path`` (JSON) by an earlier call with the same
+    ``stamp`` and the same metric settings (mfg.manifold BLUR, P; mfg.metrics
+    SINKHORN_SCALING). A study's evaluations (minutes each on CPU) are thus made once per run
+    file: a rerun, or one that adds seeds or dimensions, reuses them."""
+    from mfg.manifold import BLUR, P
+    from mfg.metrics import SINKHORN_SCALING
+    from mfg.results import read_json, write_json
+
+    stamp = stamp | {"blur": BLUR, "p": P, "scaling": SINKHORN_SCALING}
+    old = read_json(path)
+    if isinstance(old, dict) and old.get("stamp") == stamp:
+        return {k: float(v) for k, v in old["metrics"].items()}
+    metrics = compute()
+    write_json({"stamp": stamp, "metrics": metrics}, path)
+    return metrics
+
+
 def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any]
                  ) -> tuple[dict[str, Any], Any]:
     """The table row of one run (mfg.manifold metrics on its terminal samples against fresh
@@ -676,10 +702,18 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any]
     device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
     y1, y2 = target_draws(sc.target, n, sc.seed)
     key, plane_key = (run.dim, run.embedding, run.seed, n), ("plane", run.seed, n)
+    draws = hashlib.sha256(np.ascontiguousarray(y1).tobytes()
+                           + np.ascontiguousarray(y2).tobytes()).hexdigest()
     if key not in floors:
-        floors[key] = floor_metrics(y1, y2, q, device, floors.get(plane_key))
+        floors[key] = cached_metrics(
+            run.path.with_name(f"floors_d{run.dim}_{run.embedding}_s{run.seed}_n{n}.json"),
+            {"draws": draws},
+            lambda: floor_metrics(y1, y2, q, device, floors.get(plane_key)))
         floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
-    samples = sample_metrics(x if x is not None else np.full((n, sc.dim), np.nan), y1, q, device)
+    samples = cached_metrics(
+        run.path.with_suffix(".metrics.json"), {"result": file_digest(run.path), "draws": draws},
+        lambda: sample_metrics(x if x is not None else np.full((n, sc.dim), np.nan), y1, q,
+                               device))
     nan = float("nan")
     row = {"name": sc.name, "dim": run.dim, "embedding": run.embedding, "seed": run.seed,
            "method": run.method, "status": status, **samples, **floors[key], "n_samples": n,
@@ -809,12 +843,13 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     runs_dir.mkdir(parents=True, exist_ok=True)
     rows, floors, scatter = [], {}, {}
     top = max(r.dim for r in runs)
+    top_embedding = [r.embedding for r in runs if r.dim == top][-1]
     for i, run in enumerate(runs, 1):
         start = time.perf_counter()
         result, how = solve_or_reuse(run)
         row, planes = manifold_row(run, result, floors)
         rows.append(row)
-        if run.dim == top and run.embedding == runs[-1].embedding and planes is not None:
+        if run.dim == top and run.embedding == top_embedding and planes is not None:
             scatter.setdefault(run.method, planes)  # the first seed that did not diverge
         why = f" ({result.settings.get('error', 'non-finite samples')})" \
             if row["status"] == "diverged" else ""
@@ -831,7 +866,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     write_table(columns, attrs, out)
     summary = print_manifold_summary(rows)
     methods = list(dict.fromkeys(r.method for r in runs))
-    last = runs[-1]
+    last = [r for r in runs if r.dim == top][-1]
     target_plane = next((p[1] for p in scatter.values()), None)
     if target_plane is None:  # every run at the top dimension diverged: the target alone
         q_sc = last.scenario

@@ -31,6 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -393,6 +394,28 @@ def write_table(columns: Mapping[str, np.ndarray | list], attrs: Mapping[str, st
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(obj: object, path: str | Path) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (a temporary sibling renamed onto it)."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        tmp.write_text(_to_json(obj))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    """The object in a JSON file written by :func:`write_json`; None if the file is missing or
+    not JSON (a cache to recompute, not an error)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_table(path: str | Path) -> tuple[dict[str, np.ndarray | list[str]], dict[str, str]]:

@@ -29,7 +29,7 @@ from mfg.manifold import (
     summarize,
     target_draws,
 )
-from mfg.results import read_result, read_table, write_table
+from mfg.results import read_result, read_table, write_result, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -171,7 +171,7 @@ def study(tmp_path: Path, *extra: str, out: str = "m.h5") -> int:
                      *extra, "-o", str(tmp_path / out)])
 
 
-def test_study_end_to_end_then_resume(tmp_path, capsys):
+def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     assert study(tmp_path) == 0
     first = capsys.readouterr()
     columns, attrs = read_table(tmp_path / "m.h5")
@@ -187,8 +187,11 @@ def test_study_end_to_end_then_resume(tmp_path, capsys):
     assert "neural_pinwheel_2d" in attrs["scenario"] and "--dims 2,3" in attrs["command"]
     assert attrs["git_revision"] and "numpy" in attrs["versions"]
     assert (tmp_path / "m.png").stat().st_size > 10_000
-    runs = sorted(p.name for p in (tmp_path / "m_runs").iterdir())
+    runs = sorted(p.name for p in (tmp_path / "m_runs").iterdir() if p.suffix != ".json")
     assert runs == sorted(f"{n}.h5" for n in columns["name"])  # no checkpoint, no temporary
+    # the measures' cache: one per run, one per floor (dimension, embedding, seed, size)
+    cached = sorted(p.name for p in (tmp_path / "m_runs").glob("*.json"))
+    assert len(cached) == 6 + 3 and all(f"{n}.metrics.json" in cached for n in columns["name"])
     # the table's figures are the measures of the stored samples
     i = columns["name"].index("neural_pinwheel_2d_d3_isometry_s0_lipschitz_f")
     res = read_result(tmp_path / "m_runs" / f"{columns['name'][i]}.h5")
@@ -205,12 +208,30 @@ def test_study_end_to_end_then_resume(tmp_path, capsys):
                                rtol=1e-3)
     assert first.err.count("solved") == 6 and "run 6/6" in first.err
     assert "sinkhorn on plane" in first.out and "floor" in first.out
-    # resume: every run file holds the same scenario, so nothing is solved again
+    # resume: every run file holds the same scenario, so nothing is solved again, and every
+    # measure of an unchanged run file against the same draws is read back, not recomputed
+    import mfg.manifold
+
+    def no_sinkhorn(*args, **kwargs):
+        raise AssertionError("a cached Sinkhorn divergence was computed again")
+
+    monkeypatch.setattr(mfg.manifold, "_sinkhorn", no_sinkhorn)
     assert study(tmp_path) == 0
     second = capsys.readouterr()
     assert second.err.count("reused") == 6 and "solved" not in second.err
     again, _ = read_table(tmp_path / "m.h5")
-    np.testing.assert_array_equal(again["sinkhorn"], columns["sinkhorn"])
+    for key in (*SAMPLE_KEYS, *FLOOR_KEYS):
+        np.testing.assert_array_equal(again[key], columns[key])
+    # a run file that changed is measured again
+    monkeypatch.undo()
+    run_file = tmp_path / "m_runs" / f"{columns['name'][0]}.h5"
+    res = read_result(run_file)
+    res.samples["terminal"] = res.samples["terminal"] + 1.0
+    write_result(res, run_file)
+    assert study(tmp_path) == 0
+    third, _ = read_table(tmp_path / "m.h5")
+    assert third["sinkhorn"][0] > columns["sinkhorn"][0] + 0.4  # shifted by (1, 1): +|δ|²/2 = 1
+    np.testing.assert_array_equal(third["sinkhorn"][1:], columns["sinkhorn"][1:])
 
 
 def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path, capsys, monkeypatch):
