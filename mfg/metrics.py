@@ -106,7 +106,8 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2,
     yt = torch.as_tensor(y, dtype=torch.float64, device=xt.device)
     loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True,
                                            scaling=scaling, backend=_backend(len(xt) * len(yt)))
-    with torch.no_grad():
+    # KeOps announces each formula it compiles on stdout: not ours to print
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         return float(loss(xt, yt))
 
 
