@@ -15,11 +15,11 @@ fixed isometry with the ``lipschitz_f`` (KL, L = 1) terminal cost, prints median
 
 ``--pinwheel`` (time to accuracy) trains scenarios/neural_pinwheel_2d.yaml in each of ``--dims``
 (the pinwheel embedded by a fixed isometry above 2-D), evaluating the debiased Sinkhorn divergence
-(geomloss, p = 2, blur 0.05) between the generated samples of 5,000 fixed source points and 5,000
-fixed target samples every ``--eval-every`` iterations, and prints the training time (evaluations
-excluded) at which it first falls within ``--factor`` (1.5) times its floor, the divergence between
-two target draws; beside it the same measurement for the likelihood flow (OT-Flow's objective,
-``terminal: {kind: likelihood}``) unless ``--no-baseline``.
+(geomloss, p = 2, blur 0.05, ε-scaling 0.9: mfg.metrics) between the generated samples of 5,000
+fixed source points and 5,000 fixed target samples every ``--eval-every`` iterations, and prints
+the training time (evaluations excluded) at which it first falls within ``--factor`` (1.5) times
+its floor, the divergence between two target draws; beside it the same measurement for the
+likelihood flow (OT-Flow's objective, ``terminal: {kind: likelihood}``) unless ``--no-baseline``.
 Threads: torch uses OMP_NUM_THREADS (set it; 1 on a shared machine).
 """
 
