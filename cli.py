@@ -741,7 +741,7 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from mfg.manifold import summarize
 
     keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_plane", "sinkhorn_plane_floor",
-            "plane_dist_mean", "plane_dist_p99", "hj_residual", "wall_time_s")
+            "plane_dist_mean", "plane_dist_rms", "plane_dist_p99", "hj_residual", "wall_time_s")
     summary = summarize(rows, keys)
 
     def spread(triple: tuple[float, float, float]) -> str:
@@ -750,7 +750,7 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     head = (f"{'method':<12} {'embedding':<9} {'dim':>4} {'ok':>5}  {'sinkhorn':<29} "
             f"{'floor':<9} {'sinkhorn on plane':<29} {'floor':<9} {'dist mean':<9} "
-            f"{'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
+            f"{'dist rms':<9} {'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
     print("study manifold: mean [min–max] over seeds (ok: runs that did not diverge / runs; "
           "statistics over the ones that did not)")
     print(head)
@@ -759,8 +759,8 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
               f"{g['n_finite']:>2}/{g['n']:<2}  {spread(g['sinkhorn']):<29} "
               f"{g['sinkhorn_floor'][0]:<9.2e} {spread(g['sinkhorn_plane']):<29} "
               f"{g['sinkhorn_plane_floor'][0]:<9.2e} {g['plane_dist_mean'][0]:<9.2e} "
-              f"{g['plane_dist_p99'][0]:<9.2e} {g['hj_residual'][0]:<9.2e} "
-              f"{g['wall_time_s'][0]:<8.1f}")
+              f"{g['plane_dist_rms'][0]:<9.2e} {g['plane_dist_p99'][0]:<9.2e} "
+              f"{g['hj_residual'][0]:<9.2e} {g['wall_time_s'][0]:<8.1f}")
     return summary
 
 
