@@ -598,9 +598,10 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
     return runs
 
 
-#: solver settings that do not change the problem or its solution (where and how it is written)
+#: solver settings that do not change the problem or its solution (where, how and on what it
+#: runs: a study solved on a GPU is reused on a CPU)
 RUN_ONLY_SETTINGS = frozenset({"checkpoint", "checkpoint_every", "progress", "resume",
-                               "processes"})
+                               "processes", "device"})
 
 
 def same_settings(recorded: dict[str, Any], config: Any) -> bool:
@@ -622,8 +623,9 @@ def same_settings(recorded: dict[str, Any], config: Any) -> bool:
 
 
 def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Result, how)
-    """The run's Result: its file when that holds the same scenario text ("reused"), else a
-    fresh solve written there ("solved"). A neural run whose loss turned non-finite becomes a
+    """The run's Result: its file when that holds the same scenario text and solver settings
+    (:func:`same_settings`; "reused"), else a fresh solve written there ("solved"). A neural
+    run whose loss turned non-finite becomes a
     Result with status ``diverged`` (its message in ``settings["error"]``), written as well;
     any other NeuralTrainingError is a setting the solver refused (bad input, exit 2)."""
     import solvers
