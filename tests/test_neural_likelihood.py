@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from neural_cases import poison_potential_at
 
 import cli
 from mfg.analytic import kl_terminal_gaussian
@@ -259,14 +260,8 @@ def test_non_finite_loss_stops_with_the_guard_and_resume_continues(tmp_path):
     text = gauss(iters=6, n_eval=64) + f"output: {tmp_path / 'run.h5'}\n"
     sc = parse_scenario(text, overrides=["solver.checkpoint_every=2", "solver.width=8",
                                          "solver.batch_size=32"])
-
-    def poison(tr: LikelihoodTrainer) -> None:
-        if tr.iteration == 4:
-            with torch.no_grad():
-                tr.potential.opening.weight[0, 0] = float("nan")
-
     with pytest.raises(NeuralTrainingError, match=r"non-finite loss at iteration 5"):
-        solve(sc, callback=poison)
+        solve(sc, callback=poison_potential_at(4))
     state = torch.load(tmp_path / "run.h5.ckpt", weights_only=False)
     assert state["iteration"] == 4
     full = solve(dataclasses.replace(sc, output=str(tmp_path / "full.h5")))

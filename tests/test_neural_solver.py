@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from neural_cases import poison_potential_at
 
 import cli
 from mfg.analytic import closed_form
@@ -118,14 +119,8 @@ def test_resume_after_interruption_gives_the_same_parameters(tmp_path):
 
 def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_path):
     sc = tiny(tmp_path, "solver.checkpoint_every=2")
-
-    def poison(trainer: Trainer) -> None:
-        if trainer.iteration == 4:
-            with torch.no_grad():
-                trainer.potential.opening.weight[0, 0] = float("nan")
-
     with pytest.raises(NeuralTrainingError, match=r"non-finite .* iteration 5 .*run\.ckpt"):
-        solve(sc, callback=poison)
+        solve(sc, callback=poison_potential_at(4))
     state = torch.load(tmp_path / "run.ckpt", weights_only=False)
     assert state["iteration"] == 4
     assert all(torch.isfinite(v).all() for v in state["potential"].values())
