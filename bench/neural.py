@@ -141,7 +141,7 @@ def time_to_floor(sc, eval_every: int, factor: float, eval_n: int) -> dict[str, 
         train_s += time.perf_counter() - t0
         if tr.iteration % eval_every and tr.iteration != sc.solver.max_iter:
             continue
-        dyn = Dynamics(tr.potential, tr.lam, None, hj=False, train=False)
+        dyn = Dynamics(tr.solution, tr.lam, None, hj=False, train=False)
         x_t = integrate(dyn, x0, times, tr.method, sc.solver.nt)[0][-1]
         s = sinkhorn_divergence(x_t.detach().cpu().double(), y)
         out.update(last=s, iterations=tr.iteration, train_s=train_s)

@@ -49,7 +49,29 @@ def tiny(tmp_path: Path, *overrides: str):
 def parameters(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, weights_only=False)
     return {**{f"U.{k}": v for k, v in state["potential"].items()},
+            **{f"avg.{k}": v for k, v in state["average"].items()},
             **{f"phi.{k}": v for k, v in state["critic"].items()}}
+
+
+def test_the_returned_potential_is_the_moving_average_of_the_iterates(tmp_path):
+    """θ̄_k = δ_k θ̄_{k−1} + (1 − δ_k) θ_k from θ̄_0 = θ_0 with δ_k = min(ema, (1+k)/(10+k)),
+    recomputed here from the iterates the optimizer produced; ema = 0 returns the last one."""
+    sc = tiny(tmp_path, "solver.ema=0.5")
+    trainer = Trainer(sc, torch.device("cpu"), torch.float32)
+    assert trainer.solution is trainer.average
+    expected = [p.detach().clone() for p in trainer.potential.parameters()]
+    for k in range(4):
+        trainer.step()
+        delta = min(0.5, (1 + k) / (10 + k))
+        expected = [delta * e + (1 - delta) * p.detach()
+                    for e, p in zip(expected, trainer.potential.parameters(), strict=True)]
+    got = list(trainer.solution.parameters())
+    assert all(torch.allclose(g, e, rtol=1e-6, atol=1e-7) for g, e in zip(got, expected,
+                                                                         strict=True))
+    # it is an average, not the last iterate
+    assert not torch.allclose(got[0], next(trainer.potential.parameters()))
+    last = Trainer(tiny(tmp_path, "solver.ema=0"), torch.device("cpu"), torch.float32)
+    assert last.average is None and last.solution is last.potential
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,9 @@ from mfg.schema import FieldError, Loc, SolverSpec
 class NeuralSolverConfig:
     """Potential network U_θ(x, t) (ResNet of ``depth`` blocks of ``width`` units, optional
     quadratic term) trained for ``max_iter`` Adam steps of ``batch_size`` samples (``antithetic``
-    pairs x, 2m − x for symmetric sources; learning rate ``lr``·``lr_decay``^(k/max_iter));
+    pairs x, 2m − x for symmetric sources; learning rate ``lr``·``lr_decay``^(k/max_iter)); the
+    potential returned is the exponential moving average of the iterates with decay ``ema``
+    (0: the last iterate);
     characteristics dx/dt = −∇U_θ/λ integrated with torchdiffeq (``method``, ``nt`` steps,
     ``adjoint``).
 
@@ -49,6 +51,7 @@ class NeuralSolverConfig:
     max_iter: int = 2000
     lr: float = 5e-3
     lr_decay: float = 0.1
+    ema: float = 0.99
     critic_width: int = 128
     critic_depth: int = 2
     critic_lr: float = 1e-3
@@ -89,6 +92,7 @@ class NeuralSolverSpec(SolverSpec):
     max_iter: int = Field(default=_D.max_iter, ge=1)
     lr: float = Field(default=_D.lr, gt=0)
     lr_decay: float = Field(default=_D.lr_decay, gt=0, le=1)
+    ema: float = Field(default=_D.ema, ge=0, lt=1)
     critic_width: int = Field(default=_D.critic_width, ge=1)
     critic_depth: int = Field(default=_D.critic_depth, ge=1)
     critic_lr: float = Field(default=_D.critic_lr, gt=0)

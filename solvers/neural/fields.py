@@ -49,7 +49,7 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     x0_np = sc.source.sample(n, rng)
     x0 = tr.tensor(x0_np)
     div = tr.divergence if sc.source.has_density else None
-    dyn = Dynamics(tr.potential, tr.lam, div, hj=False, train=False)
+    dyn = Dynamics(tr.solution, tr.lam, div, hj=False, train=False)
     if div == "hutchinson":
         dyn.noise = rademacher(tuple(x0.shape), x0, gen)
     times = torch.linspace(0.0, tr.T, cfg.nt + 1, dtype=tr.dtype, device=tr.device)
@@ -94,7 +94,7 @@ def hj_residual(tr: Trainer, xs: torch.Tensor, times: torch.Tensor) -> float:
     num = den = 0.0
     for x, t in zip(xs, times, strict=True):
         with torch.no_grad():
-            _, gx, gt, _ = tr.potential.derivatives(x, t)
+            _, gx, gt, _ = tr.solution.derivatives(x, t)
         kin = (gx**2).sum(dim=1) / (2 * tr.lam)
         num += float((kin - gt).abs().mean())
         den += float((gt.abs() + kin).mean())
@@ -107,13 +107,13 @@ def terminal_residual(tr: Trainer, x_t: torch.Tensor, g: torch.Tensor | None) ->
     x = x_t.detach().requires_grad_(True)
     if tr.critic is not None:
         with torch.no_grad():
-            _, gx, _, _ = tr.potential.derivatives(x, tr.T)
+            _, gx, _, _ = tr.solution.derivatives(x, tr.T)
         (gphi,) = torch.autograd.grad(tr.critic(x).sum(), x)
         num = (gx - gphi).norm(dim=1).mean()
         return float(num / gphi.norm(dim=1).mean().clamp_min(1e-300))
     if g is not None:
         with torch.no_grad():
-            u = tr.potential(x, torch.tensor(tr.T))
+            u = tr.solution(x, torch.tensor(tr.T))
         return float(torch.std(u - g) / torch.std(g).clamp_min(1e-300))
     return None
 
@@ -137,13 +137,13 @@ def fields_on_grid(tr: Trainer) -> xr.Dataset | None:
     space = tuple(f"x{k + 1}" for k in range(sc.dim))
     u_all = np.empty((len(times), *shape))
     rho_all = np.empty((len(times), *shape))
-    dyn = Dynamics(tr.potential, tr.lam, "exact", hj=False, train=False)
+    dyn = Dynamics(tr.solution, tr.lam, "exact", hj=False, train=False)
     for i, t in enumerate(times):
         u_parts, logp_parts = [], []
         for start in range(0, len(mesh), CHUNK):
             xc = tr.tensor(mesh[start : start + CHUNK])
             with torch.no_grad():
-                u_parts.append(tr.potential(xc, torch.tensor(t)).double().cpu().numpy())
+                u_parts.append(tr.solution(xc, torch.tensor(t)).double().cpu().numpy())
             if not sc.source.has_density:
                 continue
             if t == 0.0:

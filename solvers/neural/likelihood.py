@@ -143,7 +143,7 @@ def inversion_error(tr: LikelihoodTrainer, x0: torch.Tensor, x_t: torch.Tensor,
     the field), the trained NLL can fall below that of any density and the samples drawn
     forward do not follow it (seen with midpoint, nt = 2, λ = 0.05: NLL −30 where the exact
     minimum is 1.9)."""
-    dyn = Dynamics(tr.potential, tr.lam, tr.divergence, hj=False, train=False)
+    dyn = Dynamics(tr.solution, tr.lam, tr.divergence, hj=False, train=False)
     noise = rademacher(tuple(x_t.shape), x_t, gen) if tr.divergence == "hutchinson" else None
     back = tr.pull_back(x_t, dyn, noise, adjoint=False).x0
     err = ((back - x0) ** 2).sum(dim=1).mean().sqrt()
@@ -155,7 +155,7 @@ def data_metrics(tr: LikelihoodTrainer, y: torch.Tensor,
                  gen: torch.Generator) -> dict[str, float]:
     """On fresh data y (n, d), without gradients: ``terminal_cost`` the NLL E_π[−log ρ_T]
     (nats) and ``kinetic_energy_data`` the data's kinetic energy (module docstring)."""
-    dyn = Dynamics(tr.potential, tr.lam, tr.divergence, hj=False, train=False)
+    dyn = Dynamics(tr.solution, tr.lam, tr.divergence, hj=False, train=False)
     noise = rademacher(tuple(y.shape), y, gen) if tr.divergence == "hutchinson" else None
     pb = tr.pull_back(y, dyn, noise, adjoint=False)
     nll = -pb.log_density.detach().double().cpu().numpy()
