@@ -37,7 +37,7 @@ class NeuralSolverConfig:
     """
 
     kind: str = "neural"
-    width: int = 64
+    width: int = 128
     depth: int = 2
     quadratic: bool = True
     method: str = "auto"
