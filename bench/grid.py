@@ -9,7 +9,9 @@ solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory 
    on n × n cells with nt time steps. Ratios measured in the same run: seconds per iteration ÷
    seconds of one ``scipy.fft.dctn`` of the (nt, n, n) space-time array, and total solve time ÷
    time of ``ot.emd2`` between the two discrete densities (n² atoms each), with (2T/λ)·KE vs W2².
-2. W1 proximal: ``circle_lipschitz_2d`` (Gaussian → circle, lipschitz_f with KL): seconds per
+2. W1 proximal: ``circle_lipschitz_2d`` (Gaussian → circle, lipschitz_f with KL), cold start
+   and coarse-to-fine warm start (solver.levels) in turn: iterations (fine, and per coarse level),
+   seconds, objective; seconds per
    iteration ÷ one DCT, iterations to tolerance, max |∇φ*| against L.
 0. Back-and-forth (solver.method: bfm; run first, alone with --bfm-only): for n² fixed
    mixtures and the n³ KL case, iterations until the certified relative gap is <= --bfm-tol
@@ -65,7 +67,13 @@ def main() -> None:
     from mfg.grid import Grid
     from mfg.scenario import load_scenario
     from solvers.grid.douglas_rachford import douglas_rachford
-    from solvers.grid.solver import DEFAULT_GAMMA, RELAXATION, discretize, lipschitz_constant
+    from solvers.grid.solver import (
+        ALL_LEVELS,
+        DEFAULT_GAMMA,
+        RELAXATION,
+        discretize,
+        lipschitz_constant,
+    )
 
     bfm_section(args, np, scipy.fft, ot, load_scenario, discretize)
     if args.bfm_only:
@@ -112,21 +120,29 @@ def main() -> None:
             scipy.fft.dctn(x, type=2, norm="ortho")
         return (time.perf_counter() - t0) / 10
 
-    print("\nW1 proximal (circle_lipschitz_2d, lipschitz_f KL)")
-    print(f"{'n':>5} {'iters':>6} {'conv':>5} {'s/iter':>9} {'iter/dctn':>9} {'|∇φ*|':>7} {'L':>5}")
+    print("\nW1 proximal (circle_lipschitz_2d, lipschitz_f KL): cold start against the "
+          "coarse-to-fine warm start (levels down to 16 cells per axis)")
+    print(f"{'n':>5} {'levels':>6} {'iters':>6} {'coarse':>15} {'conv':>5} {'s/iter':>9} "
+          f"{'iter/dctn':>9} {'solve s':>8} {'objective':>11} {'|∇φ*|':>7} {'L':>5}")
     circle = ROOT / "scenarios" / "circle_lipschitz_2d.yaml"
     for n in (int(s) for s in args.w1_sizes.split(",")):
         sc = load_scenario(circle, [f"solver.n={n}", f"solver.nt={args.nt}",
                                     "solver.progress=false"])
         problem = discretize(sc)
-        t0 = time.perf_counter()
-        state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
-                                 tol=args.tol, relaxation=RELAXATION)
-        per_iter = (time.perf_counter() - t0) / state.iterations
-        lip = lipschitz_constant(state.potential, problem.grid.dx)
-        print(f"{n:>5} {state.iterations:>6} {str(state.converged):>5} {per_iter:>9.2e} "
-              f"{per_iter / dct_seconds((args.nt, n, n)):>9.1f} {lip:>7.4f} "
-              f"{sc.terminal.L:>5.2f}", flush=True)
+        t_dct = dct_seconds((args.nt, n, n))
+        for levels in (0, ALL_LEVELS):
+            t0 = time.perf_counter()
+            state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
+                                     tol=args.tol, relaxation=RELAXATION, levels=levels)
+            t_solve = time.perf_counter() - t0
+            per_iter = t_solve / state.iterations
+            lip = lipschitz_constant(state.potential, problem.grid.dx)
+            coarse = "/".join(str(k) for k in state.coarse_iterations) or "-"
+            print(f"{n:>5} {len(state.coarse_iterations):>6} {state.iterations:>6} "
+                  f"{coarse:>15} {str(state.converged):>5} {per_iter:>9.2e} "
+                  f"{per_iter / t_dct:>9.1f} {t_solve:>8.1f} "
+                  f"{state.history['objective'][-1]:>11.7f} {lip:>7.4f} {sc.terminal.L:>5.2f}",
+                  flush=True)
 
     print(f"\n3-D (Gaussian KL, nt={args.nt_3d}, {args.iters_3d} iterations)")
     print(f"{'n':>5} {'cells':>9} {'s/iter':>9} {'iter/dctn':>9} {'peak MiB':>9} "

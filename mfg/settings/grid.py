@@ -17,7 +17,9 @@ from mfg.schema import FieldError, IntOrList, Loc, SolverSpec, broadcast
 class GridSolverConfig:
     """Tensor grid of ``n`` cells per axis and ``nt`` time steps; Douglas–Rachford splitting
     stopped when the KKT residual falls under ``tol`` or after ``max_iter`` iterations, with step
-    ``gamma`` (None: the solver's default). With ``method: bfm`` (back-and-forth, terminal kinds
+    ``gamma`` (None: the solver's default), started from the solution of the same problem on
+    ``levels`` coarser grids (cells merged in pairs per axis; None: as many as the grid allows,
+    down to 16 cells per axis; 0: none). With ``method: bfm`` (back-and-forth, terminal kinds
     fixed and f) ``tol`` is the certified relative accuracy of the objective: the run stops when
     (upper − lower)/upper <= tol for a dual value (lower) and a feasible plan's cost (upper)."""
 
@@ -32,6 +34,8 @@ class GridSolverConfig:
     #: JKO step, terminal kinds fixed and f; stops when the certified relative gap of the
     #: objective, (upper − lower)/upper, is <= tol)
     method: str = "douglas_rachford"
+    #: coarse-to-fine warm start of Douglas–Rachford (solvers/grid/multilevel.py)
+    levels: int | None = None
 
 
 F_NAMES = tuple(F_DIVERGENCES)
@@ -92,6 +96,7 @@ class GridSolverSpec(SolverSpec):
     gamma: float | None = Field(default=GridSolverConfig.gamma, gt=0)
     progress: bool = GridSolverConfig.progress
     method: Literal["douglas_rachford", "bfm"] = GridSolverConfig.method
+    levels: int | None = Field(default=GridSolverConfig.levels, ge=0)
 
     NEEDS_DOMAIN: ClassVar[bool] = True
     #: Fewest cells per axis.
@@ -151,4 +156,5 @@ class GridSolverSpec(SolverSpec):
             gamma=self.gamma,
             progress=self.progress,
             method=self.method,
+            levels=self.levels,
         )

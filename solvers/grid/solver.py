@@ -36,6 +36,10 @@ DEFAULT_GAMMA = 0.01
 RELAXATION = 1.8
 
 
+#: ``levels: None``: coarse levels until the grid stops being coarsenable (multilevel.py)
+ALL_LEVELS = 32
+
+
 #: atoms used to put a measure without density on the grid (per unit of grid cells)
 QUADRATURE_PER_CELL = 64
 
@@ -171,6 +175,8 @@ def certify(problem: GridProblem, state: SplittingState) -> dict[str, float]:
         "primal_residual": state.history["primal_residual"][-1],
         "dual_residual": state.history["dual_residual"][-1],
         "iterations": float(state.iterations),
+        # on the coarse warm-start levels, each 2^d times cheaper than the next finer one
+        "coarse_iterations": float(sum(state.coarse_iterations)),
     }
     rho_T = np.maximum(rho[-1], 0.0)
     if problem.terminal == "f":
@@ -218,8 +224,10 @@ def solve(scenario: Scenario) -> Result:
         tol=cfg.tol,
         relaxation=RELAXATION,
         progress=cfg.progress,
+        levels=ALL_LEVELS if cfg.levels is None else cfg.levels,
     )
-    settings = dataclasses.asdict(cfg) | {"gamma": gamma, "relaxation": RELAXATION}
+    settings = dataclasses.asdict(cfg) | {"gamma": gamma, "relaxation": RELAXATION,
+                                          "levels": len(state.coarse_iterations)}
     return Result(
         solver="grid",
         status="converged" if state.converged else "max_iter",
