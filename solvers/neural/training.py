@@ -199,8 +199,9 @@ class Trainer:
         """θ̄ ← δ θ̄ + (1 − δ) θ after a step (δ: :meth:`average_decay`). Averaging the
         iterates of a stochastic saddle-point search (Polyak–Ruppert; Yazıcı et al. 2019 for
         generator–critic training) damps the oscillation the critic drives; measured on the
-        2-D pinwheel (seed 0, 2,000 iterations): Sinkhorn to the target 1.27e-2 for the last
-        iterate, 0.99e-2 for the average with ema 0.99, 1.24e-2 with 0.998."""
+        2-D pinwheel (seed 0, width 64, 2,000 iterations): Sinkhorn to the target 1.27e-2 and
+        HJ residual 0.121 for the last iterate, 0.99e-2 and 0.110 for the average with ema 0.99,
+        1.24e-2 and 0.112 with 0.998."""
         if self.average is None:
             return
         decay = self.average_decay(self.iteration)
