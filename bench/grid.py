@@ -6,13 +6,14 @@ solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory 
                          [--w1-sizes 32,64] [--sizes-3d 16,32] [--nt-3d 8]
 
 1. Fixed endpoint: the shared scenario ``mixture_fixed_2d`` (two-component mixture → Gaussian)
-   on n × n cells with nt time steps. Ratios measured in the same run: seconds per iteration ÷
-   seconds of one ``scipy.fft.dctn`` of the (nt, n, n) space-time array, and total solve time ÷
-   time of ``ot.emd2`` between the two discrete densities (n² atoms each), with (2T/λ)·KE vs W2².
+   on n × n cells with nt time steps, cold and coarse-to-fine warm started (solver.levels; the
+   iterations of the fine grid, then of each coarse level). Ratios measured in the same run:
+   seconds per iteration ÷ seconds of one ``scipy.fft.dctn`` of the (nt, n, n) space-time
+   array, and total solve time ÷ time of ``ot.emd2`` between the two discrete densities (n²
+   atoms each), with (2T/λ)·KE vs W2².
 2. W1 proximal: ``circle_lipschitz_2d`` (Gaussian → circle, lipschitz_f with KL), cold start
    and coarse-to-fine warm start (solver.levels) in turn: iterations (fine, and per coarse level),
-   seconds, objective; seconds per
-   iteration ÷ one DCT, iterations to tolerance, max |∇φ*| against L.
+   seconds, objective, seconds per iteration ÷ one DCT, max |∇φ*| against L.
 0. Back-and-forth (solver.method: bfm; run first, alone with --bfm-only): for n² fixed
    mixtures and the n³ KL case, iterations until the certified relative gap is <= --bfm-tol
    (or --bfm-max-iter), seconds, seconds ÷ one dctn of the spatial grid, ÷ ot.emd2 where the
@@ -80,8 +81,9 @@ def main() -> None:
         return
     print(f"grid benchmark: threads={args.threads} nt={args.nt} tol={args.tol:g} "
           f"gamma={DEFAULT_GAMMA} relaxation={RELAXATION}")
-    header = (f"{'n':>5} {'iters':>6} {'conv':>5} {'s/iter':>9} {'s/dctn':>9} {'iter/dctn':>9} "
-              f"{'solve s':>8} {'emd2 s':>8} {'solve/emd2':>10} {'2T/λ·KE':>9} {'W2²':>9}")
+    header = (f"{'n':>5} {'levels':>6} {'iters':>6} {'coarse':>15} {'conv':>5} {'s/iter':>9} "
+              f"{'s/dctn':>9} {'iter/dctn':>9} {'solve s':>8} {'emd2 s':>8} {'solve/emd2':>10} "
+              f"{'2T/λ·KE':>9} {'W2²':>9}")
     print(header)
     for n in (int(s) for s in args.sizes.split(",")):
         sc = load_scenario(args.scenario, [f"solver.n={n}", f"solver.nt={args.nt}",
@@ -94,12 +96,6 @@ def main() -> None:
             scipy.fft.dctn(x, type=2, norm="ortho")
         t_dct = (time.perf_counter() - t0) / reps
 
-        t0 = time.perf_counter()
-        state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
-                                 tol=args.tol, relaxation=RELAXATION)
-        t_solve = time.perf_counter() - t0
-        ke = state.history["kinetic_energy"][-1]
-
         grid = Grid(sc.domain.bounds, (n, n))
         pts = grid.mesh().reshape(-1, 2)
         a = problem.rho0.ravel() * grid.cell_volume
@@ -107,11 +103,19 @@ def main() -> None:
         t0 = time.perf_counter()
         w2_sq = ot.emd2(a / a.sum(), b / b.sum(), ot.dist(pts, pts), numItermax=10**8)
         t_emd = time.perf_counter() - t0
-        per_iter = t_solve / state.iterations
-        print(f"{n:>5} {state.iterations:>6} {str(state.converged):>5} {per_iter:>9.2e} "
-              f"{t_dct:>9.2e} {per_iter / t_dct:>9.1f} {t_solve:>8.1f} {t_emd:>8.1f} "
-              f"{t_solve / t_emd:>10.2f} {2 * sc.T / sc.lam * ke:>9.5f} {w2_sq:>9.5f}",
-              flush=True)
+        for levels in (0, ALL_LEVELS):
+            t0 = time.perf_counter()
+            state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
+                                     tol=args.tol, relaxation=RELAXATION, levels=levels)
+            t_solve = time.perf_counter() - t0
+            ke = state.history["kinetic_energy"][-1]
+            per_iter = t_solve / state.iterations
+            coarse = "/".join(str(k) for k in state.coarse_iterations) or "-"
+            print(f"{n:>5} {len(state.coarse_iterations):>6} {state.iterations:>6} "
+                  f"{coarse:>15} {str(state.converged):>5} {per_iter:>9.2e} "
+                  f"{t_dct:>9.2e} {per_iter / t_dct:>9.1f} {t_solve:>8.1f} {t_emd:>8.1f} "
+                  f"{t_solve / t_emd:>10.2f} {2 * sc.T / sc.lam * ke:>9.5f} {w2_sq:>9.5f}",
+                  flush=True)
 
     def dct_seconds(shape: tuple[int, ...]) -> float:
         x = np.random.default_rng(0).standard_normal(shape)

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from mfg.divergences import FDivergence, f_divergence_on_grid
 from mfg.grid import Grid
 from mfg.residuals import ZERO_FRACTION
-from solvers.grid.multilevel import coarsenable, prolong, restrict
+from solvers.grid.multilevel import coarsenable, detail_ratio, prolong, restrict, sharpen
 from solvers.grid.projections import ContinuityProjection, InterpolationProx
 from solvers.grid.proximal import prox_kinetic, shrink, terminal_prox
 from solvers.grid.staggered import Fields, Layout, interpolate_rho
@@ -258,15 +258,22 @@ def _multilevel(problem: GridProblem, levels: int, **kwargs) -> SplittingState:
     coarse = coarse_problem(problem)
     low = _multilevel(coarse, levels - 1, **(kwargs | {"callback": None, "progress": False}))
     fine = Layout(problem.nt, problem.grid.n, problem.beckmann, problem.terminal == "lipschitz_f")
-    # the coarse level's departure from its initial guess, added to the fine initial guess: what
-    # the fine grid resolves better than the coarse one (ρ0, π) stays at fine resolution, and a
-    # problem whose initial guess is its solution (ρ0 = π) starts at it
+    z0 = prolong(low.z, low.layout, fine)
+    f = fine.views(z0)
+    # what the coarse grid cannot see of the data: ρ(0) = ρ0 and, where ρ_T is π times a smooth
+    # factor (fixed, f), ρ_T ∝ π; W1 kinds pull ρ_T towards π only through a smooth potential
+    dim, nt = problem.grid.dim, problem.nt
+    start = detail_ratio(problem.rho0, coarse.rho0, dim)
+    end = (detail_ratio(problem.rho1, coarse.rho1, dim)
+           if problem.terminal in ("fixed", "f") else None)
+    f.rho[...] = sharpen(f.rho, np.arange(nt + 1) / nt, start, end)
+    f.rho_bar[...] = sharpen(f.rho_bar, (np.arange(nt) + 0.5) / nt, start, end)
+    # a departure from the fine initial guess at the level of rounding is noise, which keeps a
+    # solution at rest (ρ0 = π) from meeting the dual residual's tolerance
     guess = initial_guess(problem, fine)
-    change = prolong(low.z - initial_guess(coarse, low.layout), low.layout, fine)
-    # a change at the level of rounding carries nothing but noise, which keeps a solution at
-    # rest (ρ0 = π) from meeting the dual residual's tolerance
-    change[np.abs(change) <= ROUNDING * np.max(np.abs(guess))] = 0.0
-    z0 = guess + change
+    near = np.abs(z0 - guess) <= ROUNDING * np.max(np.abs(guess))
+    z0[near] = guess[near]
+    del guess, near, f
     coarse_iterations = [low.iterations, *low.coarse_iterations]
     del low  # the fine level's memory peak does not include the coarse iterates
     state = _split(problem, z0=z0, **kwargs)
@@ -320,7 +327,7 @@ def _split(
     beta = gamma * problem.lam
     shrink_threshold = gamma * (problem.L or 0.0) / problem.dt
 
-    z = initial_guess(problem, layout) if z0 is None else z0.copy()
+    z = initial_guess(problem, layout) if z0 is None else z0  # z0: the caller's to give
     x = layout.zeros()
     y = layout.zeros()
     state = SplittingState(layout, z, x, y, np.zeros((problem.nt, *grid.n)), gamma, problem.dt)

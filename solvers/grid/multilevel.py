@@ -14,6 +14,11 @@ Prolongation (:func:`prolong`) of the packed vector [ρ, m, w, σ | ρ̄, m̄, w
   a coarse face takes its value, the fine face in the middle of a coarse cell the mean of that
   cell's two faces (zero on the boundary) — and injected along the other axes.
 
+The data the coarse grid averaged away — the sub-cell detail of ρ0 and, for the terminal kinds
+whose ρ_T is π times a smooth factor (``fixed``, ``f``), of π — is put back on the prolonged
+densities (:func:`sharpen`); W1 kinds are left as prolonged (their ρ_T follows π only through a
+Lipschitz potential, and π's detail — a circle deposited on the cells it crosses — is not in it).
+
 The splitting is per unit cell (its objective and constraints are written cell by cell in
 intensive quantities), so the prolonged z is a consistent starting point with the same step γ:
 the value function U = −p/γ is read off the same way on both grids.
@@ -74,6 +79,28 @@ def _prolong_faces(m: Array, axis: int, spatial: range) -> Array:
     inner = [slice(None)] * full.ndim
     inner[axis] = slice(1, -1)
     return _inject(fine[tuple(inner)], tuple(a for a in spatial if a != axis))
+
+
+def detail_ratio(fine: Array, coarse: Array, dim: int) -> Array:
+    """fine / (``coarse`` injected) over the last ``dim`` axes, 1 where the coarse value is 0:
+    the sub-cell detail of a density the coarse grid averaged away (mean 1 over each block)."""
+    inj = _inject(coarse, range(coarse.ndim - dim, coarse.ndim))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inj > 0, fine / inj, 1.0)
+
+
+def sharpen(rho: Array, s: Array, start: Array, end: Array | None) -> Array:
+    """ρ_k · start^(1 − s_k) · end^(s_k) for the densities ρ_k (time first) at the reference
+    times s_k ∈ [0, 1]; ``end`` None: start^(1 − s_k) alone. A prolonged path ρ that equals the
+    coarse ρ0 at s = 0 (π at s = 1) then equals the fine one: the detail of the end points is
+    carried along the path geometrically, as ρ_T = π·e^(−(U_T + c)) carries π's for KL."""
+    shape = (-1,) + (1,) * start.ndim
+    s = np.reshape(s, shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(start > 0, start, 1.0) ** (1.0 - s)
+        if end is not None:
+            factor = factor * np.where(end > 0, end, 1.0) ** s
+    return rho * factor
 
 
 def prolong(z: Array, coarse: Layout, fine: Layout) -> Array:
