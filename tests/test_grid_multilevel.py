@@ -12,7 +12,7 @@ import pytest
 from mfg.analytic import closed_form
 from mfg.scenario import load_scenario
 from solvers.grid.douglas_rachford import coarse_problem, douglas_rachford
-from solvers.grid.multilevel import coarsenable, detail_ratio, prolong, restrict, sharpen
+from solvers.grid.multilevel import coarsenable, prolong, restrict
 from solvers.grid.solver import DEFAULT_GAMMA, RELAXATION, discretize, solve
 from solvers.grid.staggered import Layout, divergence, spatial_divergence
 
@@ -91,18 +91,3 @@ def test_solve_records_the_levels_it_used():
                                ["solver.n=128", "solver.nt=8", "solver.max_iter=50",
                                 "solver.progress=false", "solver.levels=0"]))
     assert none.settings["levels"] == 0 and none.metrics["coarse_iterations"] == 0
-
-
-def test_sharpen_puts_back_the_detail_of_the_end_points():
-    """A prolonged path that is the coarse ρ0 at s = 0 and the coarse π at s = 1 becomes the fine
-    ρ0 and π there; without an end detail (W1 kinds) s = 1 keeps the prolonged value."""
-    rng = np.random.default_rng(1)
-    rho0, pi = rng.uniform(0.5, 2.0, (8, 6)), rng.uniform(0.5, 2.0, (8, 6))
-    rho0_c, pi_c = restrict(rho0, 2), restrict(pi, 2)
-    path = np.stack([_inject(rho0_c, range(2)), _inject(pi_c, range(2))])
-    start, end = detail_ratio(rho0, rho0_c, 2), detail_ratio(pi, pi_c, 2)
-    out = sharpen(path, np.array([0.0, 1.0]), start, end)
-    np.testing.assert_allclose(out[0], rho0, rtol=1e-13)
-    np.testing.assert_allclose(out[1], pi, rtol=1e-13)
-    np.testing.assert_allclose(sharpen(path, np.array([0.0, 1.0]), start, None)[1], path[1])
-    assert np.allclose(restrict(start, 2), 1.0)  # the detail has mean 1 over each block

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from mfg.divergences import FDivergence, f_divergence_on_grid
 from mfg.grid import Grid
 from mfg.residuals import ZERO_FRACTION
-from solvers.grid.multilevel import coarsenable, detail_ratio, prolong, restrict, sharpen
+from solvers.grid.multilevel import coarsenable, inject, prolong, restrict
 from solvers.grid.projections import ContinuityProjection, InterpolationProx
 from solvers.grid.proximal import prox_kinetic, shrink, terminal_prox
 from solvers.grid.staggered import Fields, Layout, interpolate_rho
@@ -260,14 +260,11 @@ def _multilevel(problem: GridProblem, levels: int, **kwargs) -> SplittingState:
     fine = Layout(problem.nt, problem.grid.n, problem.beckmann, problem.terminal == "lipschitz_f")
     z0 = prolong(low.z, low.layout, fine)
     f = fine.views(z0)
-    # what the coarse grid cannot see of the data: ρ(0) = ρ0 and, where ρ_T is π times a smooth
-    # factor (fixed, f), ρ_T ∝ π; W1 kinds pull ρ_T towards π only through a smooth potential
-    dim, nt = problem.grid.dim, problem.nt
-    start = detail_ratio(problem.rho0, coarse.rho0, dim)
-    end = (detail_ratio(problem.rho1, coarse.rho1, dim)
-           if problem.terminal in ("fixed", "f") else None)
-    f.rho[...] = sharpen(f.rho, np.arange(nt + 1) / nt, start, end)
-    f.rho_bar[...] = sharpen(f.rho_bar, (np.arange(nt) + 0.5) / nt, start, end)
+    # what the coarse grid averaged away of ρ0, on every density of the path: ρ(0) is then the
+    # fine ρ0, and ∂tρ + ∇·m = 0 still holds (the same detail at every time)
+    detail = problem.rho0 - inject(coarse.rho0, problem.grid.dim)
+    f.rho[...] += detail
+    f.rho_bar[...] += detail
     # a departure from the fine initial guess at the level of rounding is noise, which keeps a
     # solution at rest (ρ0 = π) from meeting the dual residual's tolerance
     guess = initial_guess(problem, fine)

@@ -14,10 +14,12 @@ Prolongation (:func:`prolong`) of the packed vector [ρ, m, w, σ | ρ̄, m̄, w
   a coarse face takes its value, the fine face in the middle of a coarse cell the mean of that
   cell's two faces (zero on the boundary) — and injected along the other axes.
 
-The data the coarse grid averaged away — the sub-cell detail of ρ0 and, for the terminal kinds
-whose ρ_T is π times a smooth factor (``fixed``, ``f``), of π — is put back on the prolonged
-densities (:func:`sharpen`); W1 kinds are left as prolonged (their ρ_T follows π only through a
-Lipschitz potential, and π's detail — a circle deposited on the cells it crosses — is not in it).
+What the coarse grid averaged away of ρ0 (ρ0 minus its injected restriction, zero mean over each
+block) is added to every density of the prolonged path: ρ(0) is then the fine ρ0 exactly, a
+solution at rest (ρ0 = π) starts at rest, and the discrete continuity equation, which the
+prolongation keeps, still holds. (Carrying the detail of ρ0 and π geometrically along the path
+instead breaks the continuity equation and was slower: 5,068 fine iterations against 868 for the
+Gaussian KL case on 64².)
 
 The splitting is per unit cell (its objective and constraints are written cell by cell in
 intensive quantities), so the prolonged z is a consistent starting point with the same step γ:
@@ -52,10 +54,15 @@ def restrict(rho: Array, dim: int) -> Array:
     return out
 
 
-def _inject(a: Array, axes: range) -> Array:
+def _inject(a: Array, axes: range | tuple[int, ...]) -> Array:
     for axis in axes:
         a = np.repeat(a, 2, axis=axis)
     return a
+
+
+def inject(a: Array, dim: int) -> Array:
+    """Each value of ``a`` on the 2^dim fine cells of its cell (the last ``dim`` axes)."""
+    return _inject(a, range(a.ndim - dim, a.ndim))
 
 
 def _prolong_faces(m: Array, axis: int, spatial: range) -> Array:
@@ -79,28 +86,6 @@ def _prolong_faces(m: Array, axis: int, spatial: range) -> Array:
     inner = [slice(None)] * full.ndim
     inner[axis] = slice(1, -1)
     return _inject(fine[tuple(inner)], tuple(a for a in spatial if a != axis))
-
-
-def detail_ratio(fine: Array, coarse: Array, dim: int) -> Array:
-    """fine / (``coarse`` injected) over the last ``dim`` axes, 1 where the coarse value is 0:
-    the sub-cell detail of a density the coarse grid averaged away (mean 1 over each block)."""
-    inj = _inject(coarse, range(coarse.ndim - dim, coarse.ndim))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(inj > 0, fine / inj, 1.0)
-
-
-def sharpen(rho: Array, s: Array, start: Array, end: Array | None) -> Array:
-    """ρ_k · start^(1 − s_k) · end^(s_k) for the densities ρ_k (time first) at the reference
-    times s_k ∈ [0, 1]; ``end`` None: start^(1 − s_k) alone. A prolonged path ρ that equals the
-    coarse ρ0 at s = 0 (π at s = 1) then equals the fine one: the detail of the end points is
-    carried along the path geometrically, as ρ_T = π·e^(−(U_T + c)) carries π's for KL."""
-    shape = (-1,) + (1,) * start.ndim
-    s = np.reshape(s, shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(start > 0, start, 1.0) ** (1.0 - s)
-        if end is not None:
-            factor = factor * np.where(end > 0, end, 1.0) ** s
-    return rho * factor
 
 
 def prolong(z: Array, coarse: Layout, fine: Layout) -> Array:
