@@ -85,6 +85,19 @@ def main() -> None:
               f"{'s/dctn':>9} {'iter/dctn':>9} {'solve s':>8} {'emd2 s':>8} {'solve/emd2':>10} "
               f"{'2T/λ·KE':>9} {'W2²':>9}")
     print(header)
+
+    def cold_and_warm(problem):
+        """(state, seconds, "levels iters coarse conv" columns) of a cold and a warm-started
+        (all coarse levels) Douglas–Rachford solve of ``problem``."""
+        for levels in (0, ALL_LEVELS):
+            t0 = time.perf_counter()
+            state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
+                                     tol=args.tol, relaxation=RELAXATION, levels=levels)
+            t_solve = time.perf_counter() - t0
+            coarse = "/".join(str(k) for k in state.coarse_iterations) or "-"
+            yield state, t_solve, (f"{len(state.coarse_iterations):>6} {state.iterations:>6} "
+                                   f"{coarse:>15} {str(state.converged):>5}")
+
     for n in (int(s) for s in args.sizes.split(",")):
         sc = load_scenario(args.scenario, [f"solver.n={n}", f"solver.nt={args.nt}",
                                            "solver.progress=false"])
@@ -103,16 +116,10 @@ def main() -> None:
         t0 = time.perf_counter()
         w2_sq = ot.emd2(a / a.sum(), b / b.sum(), ot.dist(pts, pts), numItermax=10**8)
         t_emd = time.perf_counter() - t0
-        for levels in (0, ALL_LEVELS):
-            t0 = time.perf_counter()
-            state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
-                                     tol=args.tol, relaxation=RELAXATION, levels=levels)
-            t_solve = time.perf_counter() - t0
+        for state, t_solve, counts in cold_and_warm(problem):
             ke = state.history["kinetic_energy"][-1]
             per_iter = t_solve / state.iterations
-            coarse = "/".join(str(k) for k in state.coarse_iterations) or "-"
-            print(f"{n:>5} {len(state.coarse_iterations):>6} {state.iterations:>6} "
-                  f"{coarse:>15} {str(state.converged):>5} {per_iter:>9.2e} "
+            print(f"{n:>5} {counts} {per_iter:>9.2e} "
                   f"{t_dct:>9.2e} {per_iter / t_dct:>9.1f} {t_solve:>8.1f} {t_emd:>8.1f} "
                   f"{t_solve / t_emd:>10.2f} {2 * sc.T / sc.lam * ke:>9.5f} {w2_sq:>9.5f}",
                   flush=True)
@@ -134,16 +141,10 @@ def main() -> None:
                                     "solver.progress=false"])
         problem = discretize(sc)
         t_dct = dct_seconds((args.nt, n, n))
-        for levels in (0, ALL_LEVELS):
-            t0 = time.perf_counter()
-            state = douglas_rachford(problem, gamma=DEFAULT_GAMMA, max_iter=args.max_iter,
-                                     tol=args.tol, relaxation=RELAXATION, levels=levels)
-            t_solve = time.perf_counter() - t0
+        for state, t_solve, counts in cold_and_warm(problem):
             per_iter = t_solve / state.iterations
             lip = lipschitz_constant(state.potential, problem.grid.dx)
-            coarse = "/".join(str(k) for k in state.coarse_iterations) or "-"
-            print(f"{n:>5} {len(state.coarse_iterations):>6} {state.iterations:>6} "
-                  f"{coarse:>15} {str(state.converged):>5} {per_iter:>9.2e} "
+            print(f"{n:>5} {counts} {per_iter:>9.2e} "
                   f"{per_iter / t_dct:>9.1f} {t_solve:>8.1f} "
                   f"{state.history['objective'][-1]:>11.7f} {lip:>7.4f} {sc.terminal.L:>5.2f}",
                   flush=True)
