@@ -12,7 +12,7 @@ import pytest
 from mfg.analytic import closed_form
 from mfg.scenario import load_scenario
 from solvers.grid.douglas_rachford import coarse_problem, douglas_rachford
-from solvers.grid.multilevel import coarsenable, prolong, restrict
+from solvers.grid.multilevel import axis_spreads, coarsenable, prolong, resolves, restrict
 from solvers.grid.solver import DEFAULT_GAMMA, RELAXATION, discretize, solve
 from solvers.grid.staggered import Layout, divergence, spatial_divergence
 
@@ -81,13 +81,24 @@ def test_warm_start_reaches_the_closed_form_in_fewer_fine_iterations():
 
 
 def test_solve_records_the_levels_it_used():
-    sc = load_scenario(SCENARIOS / "gaussian_kl_1d.yaml", ["solver.n=128", "solver.nt=8",
-                                                            "solver.max_iter=50",
-                                                            "solver.progress=false"])
-    result = solve(sc)
-    assert result.settings["levels"] == 3  # 128 -> 64 -> 32 -> 16, the coarsest allowed
-    assert result.metrics["coarse_iterations"] == 150  # 50 on each level
-    none = solve(load_scenario(SCENARIOS / "gaussian_kl_1d.yaml",
-                               ["solver.n=128", "solver.nt=8", "solver.max_iter=50",
-                                "solver.progress=false", "solver.levels=0"]))
-    assert none.settings["levels"] == 0 and none.metrics["coarse_iterations"] == 0
+    """Asked for 3 levels on 128 cells, the 1-D KL case gets 2 (the 16-cell level would have
+    cells wider than the source's standard deviation 0.5); by default the f kinds get none and
+    the W1 kinds all (64² circle: 32² and 16²)."""
+    kl = ["solver.n=128", "solver.nt=8", "solver.max_iter=50", "solver.progress=false"]
+    asked = solve(load_scenario(SCENARIOS / "gaussian_kl_1d.yaml", [*kl, "solver.levels=3"]))
+    assert asked.settings["levels"] == 2
+    assert asked.metrics["coarse_iterations"] == 100  # 50 on each level
+    default = solve(load_scenario(SCENARIOS / "gaussian_kl_1d.yaml", kl))
+    assert default.settings["levels"] == 0 and default.metrics["coarse_iterations"] == 0
+    circle = solve(load_scenario(SCENARIOS / "circle_lipschitz_2d.yaml",
+                                 ["solver.n=64", "solver.nt=2", "solver.max_iter=5",
+                                  "solver.progress=false"]))
+    assert circle.settings["levels"] == 2 and circle.metrics["coarse_iterations"] == 10
+
+
+def test_levels_stop_where_the_cells_get_wider_than_the_data():
+    x = (np.arange(64) + 0.5) / 64 * 10 - 5
+    rho = np.exp(-0.5 * (x / 0.5) ** 2)
+    spread = axis_spreads(rho, [x])
+    assert spread[0] == pytest.approx(0.5, rel=1e-3)
+    assert resolves((0.3125,), spread) and not resolves((0.625,), spread)

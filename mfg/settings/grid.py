@@ -18,8 +18,9 @@ class GridSolverConfig:
     """Tensor grid of ``n`` cells per axis and ``nt`` time steps; Douglas–Rachford splitting
     stopped when the KKT residual falls under ``tol`` or after ``max_iter`` iterations, with step
     ``gamma`` (None: the solver's default), started from the solution of the same problem on
-    ``levels`` coarser grids (cells merged in pairs per axis; None: as many as the grid allows,
-    down to 16 cells per axis; 0: none). With ``method: bfm`` (back-and-forth, terminal kinds
+    ``levels`` coarser grids (cells merged in pairs per axis, down to 16 cells and to cells no
+    wider than the data's spread; None: all for the W1 kinds, none for fixed and f; 0: none).
+    With ``method: bfm`` (back-and-forth, terminal kinds
     fixed and f) ``tol`` is the certified relative accuracy of the objective: the run stops when
     (upper − lower)/upper <= tol for a dual value (lower) and a feasible plan's cost (upper)."""
 

@@ -56,7 +56,14 @@ from tqdm.auto import tqdm
 from mfg.divergences import FDivergence, f_divergence_on_grid
 from mfg.grid import Grid
 from mfg.residuals import ZERO_FRACTION
-from solvers.grid.multilevel import coarsenable, inject, prolong, restrict
+from solvers.grid.multilevel import (
+    axis_spreads,
+    coarsenable,
+    inject,
+    prolong,
+    resolves,
+    restrict,
+)
 from solvers.grid.projections import ContinuityProjection, InterpolationProx
 from solvers.grid.proximal import prox_kinetic, shrink, terminal_prox
 from solvers.grid.staggered import Fields, Layout, interpolate_rho
@@ -251,11 +258,17 @@ def coarse_problem(problem: GridProblem) -> GridProblem:
 def _multilevel(problem: GridProblem, levels: int, **kwargs) -> SplittingState:
     """:func:`_split` on ``problem`` started from the prolonged solution of its coarse level,
     itself solved the same way with ``levels − 1`` (solvers/grid/multilevel.py); ``levels`` is
-    cut where the grid stops being coarsenable. The fine state's ``coarse_iterations`` lists the
-    iterations of the coarser levels, finest first."""
+    cut where the grid stops being coarsenable or the coarse cells would be wider than the
+    smaller standard deviation of ρ0 and π along an axis. The fine state's
+    ``coarse_iterations`` lists the iterations of the coarser levels, finest first."""
     if levels <= 0 or not coarsenable(problem.grid.n):
         return _split(problem, **kwargs)
     coarse = coarse_problem(problem)
+    grid = problem.grid
+    centres = [grid.centres(k) for k in range(grid.dim)]
+    spreads = np.minimum(axis_spreads(problem.rho0, centres), axis_spreads(problem.rho1, centres))
+    if not resolves(coarse.grid.dx, spreads):
+        return _split(problem, **kwargs)
     low = _multilevel(coarse, levels - 1, **(kwargs | {"callback": None, "progress": False}))
     fine = Layout(problem.nt, problem.grid.n, problem.beckmann, problem.terminal == "lipschitz_f")
     z0 = prolong(low.z, low.layout, fine)

@@ -44,6 +44,27 @@ def coarsenable(n: tuple[int, ...]) -> bool:
     return all(k % 2 == 0 and k // 2 >= MIN_CELLS for k in n)
 
 
+def axis_spreads(rho: Array, centres: list[Array]) -> Array:
+    """Standard deviation of the density ``rho`` (cell values, mass > 0) along each axis, from
+    its marginals on the cell centres ``centres`` (one 1-D array per axis)."""
+    out = []
+    for axis, x in enumerate(centres):
+        marginal = rho.sum(axis=tuple(a for a in range(rho.ndim) if a != axis))
+        w = marginal / marginal.sum()
+        mean = float(np.sum(w * x))
+        out.append(np.sqrt(float(np.sum(w * (x - mean) ** 2))))
+    return np.asarray(out)
+
+
+def resolves(cell_widths: tuple[float, ...], spreads: Array) -> bool:
+    """Whether cells of ``cell_widths`` are no wider than the data's spread along each axis:
+    a coarser level smears the densities over a cell and its solution, injected, leaves a
+    staircase the fine iteration is slow to remove (1-D KL-type case on 128 cells, js, 2,500
+    iterations: quantile error 0.005 from 64- or 32-cell levels, 0.015 with a 16-cell level
+    wider than the source's standard deviation)."""
+    return bool(np.all(np.asarray(cell_widths) <= spreads))
+
+
 def restrict(rho: Array, dim: int) -> Array:
     """Mean over each block of 2 cells per axis of the last ``dim`` axes (mass kept)."""
     out = rho
