@@ -232,8 +232,9 @@ def douglas_rachford(
     With ``levels`` > 0 it starts from the solution of the problem on the grid with half the
     cells per axis, itself solved so with ``levels`` − 1 (:func:`_multilevel`); ``tol`` and
     ``max_iter`` apply on every level (a coarse level stopped early starts the fine one farther
-    from its solution: in 1-D at tol 1e-6, coarse levels stopped at 1e-5 left the fine one
-    unconverged after 20,000 iterations, converged ones let it stop after 5,213).
+    from its solution: 1-D KL on 128 cells at tol 1e-6 with 64-, 32- and 16-cell levels, coarse
+    levels stopped at 1e-5 left the fine one unconverged after 20,000 iterations, converged ones
+    let it stop after 5,213).
     """
     state = _multilevel(problem.in_reference_time(), levels, gamma=reference_step(problem, gamma),
                         max_iter=max_iter, tol=tol, relaxation=relaxation, progress=progress,
@@ -242,7 +243,7 @@ def douglas_rachford(
     return state
 
 
-#: relative size under which a coarse level's change to the initial guess is rounding
+#: relative size under which the prolonged start's departure from the initial guess is rounding
 ROUNDING = 1e-12
 
 

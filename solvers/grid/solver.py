@@ -43,8 +43,9 @@ ALL_LEVELS = 32
 def default_levels(problem: GridProblem) -> int:
     """Coarse warm-start levels of ``levels: None``: all (down to 16 cells, or to cells as wide
     as the data's spread) for the W1 kinds, none for ``fixed`` and ``f``. Measured at 64², tol
-    1e-5: W1 (circle) 4,240 fine iterations instead of 9,460; Gaussian KL 868 instead of 7,662
-    and closer to the closed form (1.1e-5 against 2.3e-4). But for the f kinds a run cut by
+    1e-5: W1 (circle) 4,240 fine iterations instead of 9,460; Gaussian KL 683 instead of 7,662
+    (one 32² level), objective 1.2e-4 from the closed form against 2.3e-4. But for the f kinds
+    a run cut by
     ``max_iter`` keeps the coarse levels' staircase in ρ_T: 1-D js on 128 cells after 2,500
     iterations violates the static optimality condition by 0.013 instead of 0.005, so there the
     warm start is asked for (``levels: N``)."""
