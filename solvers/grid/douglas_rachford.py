@@ -243,10 +243,6 @@ def douglas_rachford(
     return state
 
 
-#: relative size under which the prolonged start's departure from the initial guess is rounding
-ROUNDING = 1e-12
-
-
 def coarse_problem(problem: GridProblem) -> GridProblem:
     """The same problem on the grid with the cells of every axis merged in pairs (densities
     averaged over the pairs, so masses are kept; same time steps)."""
@@ -279,12 +275,7 @@ def _multilevel(problem: GridProblem, levels: int, **kwargs) -> SplittingState:
     detail = problem.rho0 - inject(coarse.rho0, problem.grid.dim)
     f.rho[...] += detail
     f.rho_bar[...] += detail
-    # a departure from the fine initial guess at the level of rounding is noise, which keeps a
-    # solution at rest (ρ0 = π) from meeting the dual residual's tolerance
-    guess = initial_guess(problem, fine)
-    near = np.abs(z0 - guess) <= ROUNDING * np.max(np.abs(guess))
-    z0[near] = guess[near]
-    del guess, near, f
+    del f
     coarse_iterations = [low.iterations, *low.coarse_iterations]
     del low  # the fine level's memory peak does not include the coarse iterates
     state = _split(problem, z0=z0, **kwargs)
