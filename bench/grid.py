@@ -1,7 +1,8 @@
 """Grid solver benchmark: cost per iteration against one DCT, iterations to tolerance, the whole
 solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory and time.
 
-    python bench/grid.py [--bfm-only] [--bfm-sizes 64,128,256] [--bfm-size-3d 32] [--bfm-tol 1e-3]
+    python bench/grid.py [--bfm-only] [--bfm-sizes 64,128,256,512] [--bfm-kl-sizes 256,512]
+                         [--bfm-tol 1e-3] [--bfm-max-iter 300]
                          [--sizes 32,64,128] [--nt 16] [--tol 1e-5] [--threads 1]
                          [--w1-sizes 32,64] [--sizes-3d 16,32] [--nt-3d 8]
 
@@ -15,9 +16,10 @@ solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory 
    and coarse-to-fine warm start (solver.levels) in turn: iterations (fine, and per coarse level),
    seconds, objective, seconds per iteration ÷ one DCT, max |∇φ*| against L.
 0. Back-and-forth (solver.method: bfm; run first, alone with --bfm-only): for n² fixed
-   mixtures and the n³ KL case, iterations until the certified relative gap is <= --bfm-tol
-   (or --bfm-max-iter), seconds, seconds ÷ one dctn of the spatial grid, ÷ ot.emd2 where the
-   n² × n² cost matrix fits (n <= 128), both bounds ÷ emd2's value, peak traced memory.
+   mixtures, n² and n³ Gaussian KL cases, iterations until the certified relative gap is
+   <= --bfm-tol (or --bfm-max-iter), seconds, seconds ÷ one dctn of the spatial grid, ÷ ot.emd2
+   where the n² × n² cost matrix fits (n <= 128), both bounds ÷ emd2's value, peak traced
+   memory, and the iterations and seconds to the gaps 1e-2, 5e-3, 2e-3, 1e-3.
 3. 3-D: the Gaussian KL case on n³ cells: seconds per iteration ÷ one DCT, and the peak memory
    of the iteration (tracemalloc, which sees numpy's buffers) against the size of one iterate.
 """
@@ -49,11 +51,13 @@ def main() -> None:
     parser.add_argument("--sizes-3d", default="16,32")
     parser.add_argument("--nt-3d", type=int, default=8)
     parser.add_argument("--iters-3d", type=int, default=30)
-    parser.add_argument("--bfm-sizes", default="64,128,256",
+    parser.add_argument("--bfm-sizes", default="64,128,256,512",
                         help="2-D sizes of the back-and-forth section (fixed mixture)")
+    parser.add_argument("--bfm-kl-sizes", default="256,512",
+                        help="2-D sizes of the back-and-forth section (Gaussian KL)")
     parser.add_argument("--bfm-size-3d", type=int, default=32)
     parser.add_argument("--bfm-tol", type=float, default=1e-3)
-    parser.add_argument("--bfm-max-iter", type=int, default=100)
+    parser.add_argument("--bfm-max-iter", type=int, default=300)
     parser.add_argument("--bfm-only", action="store_true", help="only the back-and-forth section")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -177,14 +181,20 @@ def main() -> None:
 def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
     """Back-and-forth (static JKO step, certified bounds): iterations and seconds until the
     relative gap (upper − lower)/upper <= --bfm-tol (or --bfm-max-iter), seconds ÷ one dctn of
-    the spatial grid, ÷ ot.emd2 on the same densities (n <= 128), peak traced memory."""
-    from solvers.grid.back_and_forth import BackAndForth, TerminalDual
+    the spatial grid, ÷ ot.emd2 on the same densities (n <= 128), peak traced memory, and the
+    first iteration (and seconds) at which the gap fell under 1e-2, 5e-3, 2e-3 and 1e-3."""
+    from solvers.grid.back_and_forth import CERTIFY_EVERY, BackAndForth, TerminalDual
 
-    print(f"back-and-forth: tol={args.bfm_tol:g} max_iter={args.bfm_max_iter}")
+    marks = (1e-2, 5e-3, 2e-3, 1e-3)
+    print(f"back-and-forth: tol={args.bfm_tol:g} max_iter={args.bfm_max_iter} (upper bounds "
+          f"every {CERTIFY_EVERY} iterations)")
     print(f"{'case':>14} {'iters':>5} {'gap':>9} {'solve s':>8} {'solve/dctn':>10} "
-          f"{'emd2 s':>7} {'solve/emd2':>10} {'lower/W':>9} {'upper/W':>9} {'peak MiB':>8}")
+          f"{'emd2 s':>7} {'solve/emd2':>10} {'lower/W':>9} {'upper/W':>9} {'peak MiB':>8}  "
+          + "  ".join(f"its,s to {g:g}" for g in marks))
     cases = [("mixture_fixed_2d.yaml", [f"solver.n={n}"], f"fixed {n}^2")
              for n in (int(s) for s in args.bfm_sizes.split(","))]
+    cases += [("gaussian_kl_2d.yaml", [f"solver.n={n}"], f"kl {n}^2")
+              for n in (int(s) for s in args.bfm_kl_sizes.split(",") if s)]
     n3 = args.bfm_size_3d
     cases.append(("gaussian_kl_2d.yaml", [
         "dim=3", "source.mean=[-1, 0.5, 0]", "source.std=[0.5, 0.6, 0.5]",
@@ -199,9 +209,17 @@ def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
             fft.dctn(x, type=2, norm="ortho")
         t_dct = (time.perf_counter() - t0) / 10
         term = TerminalDual(p.terminal, p.rho1, p.grid.cell_volume, p.divergence)
-        t0 = time.perf_counter()
-        st = BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(args.bfm_tol, args.bfm_max_iter)
-        t_solve = time.perf_counter() - t0
+        first: dict[float, str] = {}
+        start = time.perf_counter()
+
+        def mark(state, start=start, first=first):
+            for g in marks:
+                if state.relative_gap <= g and g not in first:
+                    first[g] = f"{state.iterations},{time.perf_counter() - start:.1f}"
+
+        st = BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(args.bfm_tol, args.bfm_max_iter,
+                                                                  callback=mark)
+        t_solve = time.perf_counter() - start
         # memory: a separate 1-iteration run under tracemalloc (which slows numpy down)
         tracemalloc.start()
         BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(args.bfm_tol, 1)
@@ -217,7 +235,8 @@ def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
             t_emd = time.perf_counter() - t0
         print(f"{label:>14} {st.iterations:>5} {st.relative_gap:>9.2e} {t_solve:>8.2f} "
               f"{t_solve / t_dct:>10.0f} {t_emd:>7.2f} {t_solve / t_emd:>10.2f} "
-              f"{st.lower / ref:>9.5f} {st.upper / ref:>9.5f} {peak / 2**20:>8.1f}", flush=True)
+              f"{st.lower / ref:>9.5f} {st.upper / ref:>9.5f} {peak / 2**20:>8.1f}  "
+              + "  ".join(f"{first.get(g, '-'):>12}" for g in marks), flush=True)
     print()
 
 

@@ -13,70 +13,73 @@ Lucet's linear-time discrete Legendre transform). The c-transform of the back-an
 
 and the Hopf–Lax formula U(x, t) = min_y U(y, T) + λ|x − y|²/(2(T − t)) is (U_T □ c_{(T−t)/λ}).
 
-The envelope is built for all lines of an axis at once (numpy, vectorized across lines, a loop
-over the n positions of the line); evaluating it is one ``searchsorted`` over all lines.
+The envelope of each line is built and evaluated in one compiled pass (numba; compiled once and
+cached on disk).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 Array = np.ndarray
 
 
+@numba.njit(cache=True)
 def _envelope_lines(f: Array, vertex: bool = False) -> Array:
     """min_j f[l, j] + (i − j)² for every line l and index i, shape (L, n) -> (L, n); with
     ``vertex``, also over the vertices of the local parabolic interpolants (see below).
 
-    Builds the lower envelope of the parabolas P_j(i) = (i − j)² + f_j (j = 0..n−1) for all
-    lines in lockstep: ``v[l, :k+1]`` are the parabolas of the envelope, ``z[l, k]`` the abscissa
-    from which parabola ``v[l, k]`` is the lowest (z[·, 0] = −∞).
+    Per line, the lower envelope of the parabolas P_j(i) = (i − j)² + f_j (j = 0..n−1):
+    ``v[:k+1]`` are the parabolas of the envelope, ``z[k]`` the abscissa from which parabola
+    ``v[k]`` is the lowest (z[0] = −∞); the intersection of P_q and P_v is at
+    ((f_q + q²) − (f_v + v²)) / (2(q − v)). Compiled (numba): the loop is sequential per line.
     """
     L, n = f.shape
-    rows = np.arange(L)
-    j = np.arange(n, dtype=np.float64)
-    f2 = f + j * j  # the intersection of P_q and P_v is ((f_q + q²) − (f_v + v²)) / (2(q − v))
-    v = np.zeros((L, n), dtype=np.intp)
-    z = np.full((L, n + 1), np.inf)
-    z[:, 0] = -np.inf
-    k = np.zeros(L, dtype=np.intp)
-    for q in range(1, n):
-        fq = f2[:, q]
-        while True:
-            vk = v[rows, k]
-            s = (fq - f2[rows, vk]) / (2.0 * (q - vk))
-            pop = s <= z[rows, k]
-            if not pop.any():
-                break
-            k -= pop  # z[·, 0] = −∞ never pops, so k stays >= 0
-        k += 1
-        v[rows, k] = q
-        z[rows, k] = s
-        z[rows, k + 1] = np.inf
-    # segment of i on line l = number of breakpoints z[l, 1..k_l] below i: one searchsorted over
-    # all lines, each line's breakpoints clipped to [−1, n] and shifted to its own interval
-    zb = np.clip(z[:, 1:n + 1], -1.0, float(n))
-    zb[np.arange(n)[None, :] > k[:, None]] = float(n)
-    offset = (np.arange(L) * (n + 3.0))[:, None]
-    seg = np.searchsorted((zb + offset).ravel(), (j[None, :] + offset).ravel(), side="left")
-    seg = seg.reshape(L, n) - (np.arange(L) * n)[:, None]
-    arg = np.take_along_axis(v, seg, axis=1)
-    best = (j[None, :] - arg) ** 2 + np.take_along_axis(f, arg, axis=1)
-    if not vertex or n < 3:
-        return best
-    # the vertex of the parabola through the minimizer and its two neighbours: a candidate
-    # between the samples (so never above ``best``), exact where f is locally quadratic, which
-    # makes the result smooth in i where the argmin jumps from sample to sample
-    inner = np.clip(arg, 1, n - 2)
-    fm = (j[None, :] - inner + 1) ** 2 + np.take_along_axis(f, inner - 1, axis=1)
-    f0 = (j[None, :] - inner) ** 2 + np.take_along_axis(f, inner, axis=1)
-    fp = (j[None, :] - inner - 1) ** 2 + np.take_along_axis(f, inner + 1, axis=1)
-    d1 = 0.5 * (fp - fm)
-    d2 = fp - 2.0 * f0 + fm
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ok = (d2 > 0) & (np.abs(d1) <= d2)  # the vertex lies within one sample of the centre
-        refined = np.where(ok, f0 - 0.5 * d1 * d1 / d2, np.inf)
-    return np.minimum(best, refined)
+    out = np.empty((L, n))
+    v = np.zeros(n, dtype=np.int64)
+    z = np.empty(n + 1)
+    arg = np.empty(n, dtype=np.int64)
+    for line in range(L):
+        fl = f[line]
+        k = 0
+        v[0] = 0
+        z[0] = -np.inf
+        z[1] = np.inf
+        for q in range(1, n):
+            fq = fl[q] + q * q
+            while True:
+                vk = v[k]
+                s = (fq - (fl[vk] + vk * vk)) / (2.0 * (q - vk))
+                if s > z[k]:
+                    break
+                k -= 1  # z[0] = −∞ never pops, so k stays >= 0
+            k += 1
+            v[k] = q
+            z[k] = s
+            z[k + 1] = np.inf
+        k = 0
+        for i in range(n):
+            while z[k + 1] < i:
+                k += 1
+            j = v[k]
+            arg[i] = j
+            out[line, i] = (i - j) * (i - j) + fl[j]
+        if not vertex or n < 3:
+            continue
+        # the vertex of the parabola through the minimizer and its two neighbours: a candidate
+        # between the samples (so never above the exact minimum), exact where f is locally
+        # quadratic, which makes the result smooth in i where the argmin jumps between samples
+        for i in range(n):
+            c = min(max(arg[i], 1), n - 2)
+            fm = (i - c + 1) * (i - c + 1) + fl[c - 1]
+            f0 = (i - c) * (i - c) + fl[c]
+            fp = (i - c - 1) * (i - c - 1) + fl[c + 1]
+            d1 = 0.5 * (fp - fm)
+            d2 = fp - 2.0 * f0 + fm
+            if d2 > 0 and abs(d1) <= d2:  # the vertex lies within one sample of the centre
+                out[line, i] = min(out[line, i], f0 - 0.5 * d1 * d1 / d2)
+    return out
 
 
 def inf_convolution(

@@ -20,18 +20,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 Array = np.ndarray
-
-
-def _interp_shift(f: Array, axis: int, o: float) -> Array:
-    """f linearly interpolated at i + o along ``axis`` (|o| < 1, constant beyond the ends)."""
-    if o == 0.0:
-        return f
-    n = f.shape[axis]
-    idx = np.clip(np.arange(n) + (1 if o > 0 else -1), 0, n - 1)
-    return (1.0 - abs(o)) * f + abs(o) * np.take(f, idx, axis=axis)
 
 
 @dataclass(frozen=True)
@@ -93,21 +85,98 @@ class GridPlan:
         return full + match + 2.0 * cross
 
 
+#: the deficits of a rounding are aliasing noise, a cell or two from where the mass belongs: they
+#: are first paired along the shifts of at most this many cells per axis, nearest first
+NEARBY = 3
+
+
+def _nearby_shifts(n: tuple[int, ...], spacing: Array, radius: int) -> list[tuple[int, ...]]:
+    """The non-zero shifts of at most ``radius`` cells per axis, by increasing physical length."""
+    shifts = [s for s in itertools.product(range(-radius, radius + 1), repeat=len(n))
+              if any(s) and all(abs(k) < m for k, m in zip(s, n, strict=True))]
+    return sorted(shifts, key=lambda s: (float(np.sum((np.array(s) * spacing) ** 2)), s))
+
+
+def pair_nearby(
+    r: Array, q: Array, n: tuple[int, ...], centres: Array, radius: int = NEARBY
+) -> tuple[float, Array]:
+    """Pair r with q nearest first: for each shift s (:func:`_nearby_shifts`), every cell j sends
+    m_j = min(r_j, q_{j+s}) to j + s (one source per destination for a given s). ``r`` and ``q``
+    (flat, length N) are reduced in place by what was paired. Returns the cost
+    Σ m |x_{j+s} − x_j|² and, per source cell, Σ m (x_{j+s} − x_j), shape (N, d).
+    Greedy, not optimal: on the rounding of a back-and-forth plan at 64² it costs 2.8× the exact
+    matching of the deficits (``ot.emd2``), against 5× for the blocks of :func:`match_deficits`
+    alone."""
+    d = len(n)
+    spacing = np.array([(centres[:, a].max() - centres[:, a].min()) / (m - 1) if m > 1 else 1.0
+                        for a, m in enumerate(n)])
+    shifts = np.array(_nearby_shifts(n, spacing, radius), dtype=np.int64).reshape(-1, d)
+    moves = np.zeros_like(centres)
+    cost = _pair_shifts(r, q, np.array(n, dtype=np.int64), shifts, spacing, moves)
+    return cost, moves
+
+
+@numba.njit(cache=True)
+def _pair_shifts(r: Array, q: Array, n: Array, shifts: Array, spacing: Array,
+                 moves: Array) -> float:
+    """The loop of :func:`pair_nearby` (C-order flat cells; ``moves`` accumulated in place)."""
+    d = n.size
+    total = r.size
+    strides = np.ones(d, dtype=np.int64)
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * n[a + 1]
+    cost = 0.0
+    for k in range(shifts.shape[0]):
+        s = shifts[k]
+        offset = 0
+        length2 = 0.0
+        for a in range(d):
+            offset += s[a] * strides[a]
+            length2 += (s[a] * spacing[a]) ** 2
+        for j in range(total):
+            if r[j] <= 0.0:
+                continue
+            inside = True
+            for a in range(d):
+                c = (j // strides[a]) % n[a] + s[a]
+                if c < 0 or c >= n[a]:
+                    inside = False
+                    break
+            if not inside:
+                continue
+            t = j + offset
+            m = min(r[j], q[t])
+            if m <= 0.0:
+                continue
+            r[j] -= m
+            q[t] -= m
+            cost += m * length2
+            for a in range(d):
+                moves[j, a] += m * s[a] * spacing[a]
+    return cost
+
+
 def match_deficits(
     r: Array, q: Array, n: tuple[int, ...], centres: Array
 ) -> tuple[float, Array]:
-    """A coupling γ of two grid measures r, q of equal mass built block by block: in every block
-    of 2^ℓ cells per axis (ℓ = 0, 1, ...), the mass m = min(R_B, Q_B) left in the block is
+    """A coupling γ of two grid measures r, q (flat, length N) of equal mass: first nearest first
+    along short shifts (:func:`pair_nearby`), then, for what is left, block by block: in every
+    block of 2^ℓ cells per axis (ℓ = 0, 1, ...), the mass m = min(R_B, Q_B) left in the block is
     paired independently inside it, and the rest goes up a level; the last level is the whole
     grid. Returns its cost Σ γ_ij |x_i − x_j|² (exact per block:
     Σ r'|x|² + Σ q'|x|² − 2 (Σ r'x)·(Σ q'x)/m) and, per source cell i, Σ_j γ_ij (x_j − x_i)
-    (shape (N, d)). Deficits of a rounding are local, so most mass pairs at small ℓ."""
+    (shape (N, d)). Deficits of a rounding are local, so most mass pairs within a few cells."""
     r, q = r.astype(np.float64).copy(), q.astype(np.float64).copy()
-    idx = np.indices(n).reshape(len(n), -1)
-    moves = np.zeros_like(centres)
-    cost, size = 0.0, 1
+    cost, moves = pair_nearby(r, q, n, centres, NEARBY)
+    # what the shifts left is far apart (or rounding dust): the blocks work on its cells only
+    sup = np.flatnonzero((r > 0) | (q > 0))
+    r, q, pos = np.maximum(r[sup], 0.0), np.maximum(q[sup], 0.0), centres[sup]
+    idx = np.indices(n).reshape(len(n), -1)[:, sup]
+    far = np.zeros_like(pos)
+    size = 1
     while r.sum() > 0 and q.sum() > 0:
         ids = np.ravel_multi_index([k // size for k in idx], [-(-k // size) for k in n])
+        ids = np.unique(ids, return_inverse=True)[1].ravel()
         R, Q = np.bincount(ids, weights=r), np.bincount(ids, weights=q)
         m = np.minimum(R, Q)
         last = size >= max(n)
@@ -118,17 +187,18 @@ def match_deficits(
             qq = q * np.where(Q > 0, np.minimum(m / Q, 1.0), 0.0)[ids]
         mr, mq = np.bincount(ids, weights=rr), np.bincount(ids, weights=qq)
         ok = (mr > 0) & (mq > 0)
-        for axis, c in enumerate(centres.T):
+        for axis, c in enumerate(pos.T):
             cq = np.zeros_like(mq)
             cq[ok] = np.bincount(ids, weights=qq * c)[ok] / mq[ok]  # mean destination
             cr = np.bincount(ids, weights=rr * c)
             cost += float(np.sum(rr * c * c) + np.sum(qq * c * c) - 2.0 * np.sum(cr * cq))
-            moves[:, axis] += rr * (cq[ids] - c)
+            far[:, axis] += rr * (cq[ids] - c)
         r -= rr
         q -= qq
         if last:
             break
         size *= 2
+    moves[sup] += far
     return cost, moves
 
 
@@ -142,46 +212,92 @@ def map_plan(
     physical units) with ``subdivisions`` sub-points per axis and cloud-in-cell deposits.
 
     The sub-points of a cell share its atom in proportion to ``density`` linearly interpolated
-    at them (equal shares if None): second-order where the density varies across the cell."""
-    n = displacement[0].shape
+    at them (equal shares if None): second-order where the density varies across the cell.
+    Entry k = (sub-point p, corner c) of cell i: sub-points in C order of their offsets, the 2^d
+    corners of the image's cell in C order of (0, 1)^d. Compiled (numba): :func:`_deposit`."""
+    n = tuple(displacement[0].shape)
     d = len(n)
     s = subdivisions
-    offsets = [(k + 0.5) / s - 0.5 for k in range(s)]  # sub-point offsets, in cells
-    subs = list(itertools.product(offsets, repeat=d))
-    shares = [np.full(n, 1.0 / s**d) for _ in subs]
-    if density is not None and s > 1:
-        vals = []
-        for sub in subs:
-            v = density
-            for b in range(d):
-                v = _interp_shift(v, b, sub[b])
-            vals.append(v)
-        total = sum(vals)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            shares = [np.where(total > 0, v / total, 1.0 / s**d) for v in vals]
-    centre_idx = np.meshgrid(*[np.arange(k, dtype=np.float64) for k in n], indexing="ij")
-    dst, frac, dist2 = [], [], []
-    for sub, share in zip(subs, shares, strict=True):
-        # image of the sub-point in index units, clipped into the hull of the centres
-        pos = []
+    offsets = np.array([(k + 0.5) / s - 0.5 for k in range(s)])  # sub-point offsets, in cells
+    subs = np.array(list(itertools.product(offsets, repeat=d))).reshape(-1, d)
+    corners = np.array(list(itertools.product((0, 1), repeat=d)), dtype=np.int64).reshape(-1, d)
+    disp = np.stack([np.ascontiguousarray(D, dtype=np.float64).ravel() for D in displacement])
+    dens = (np.empty(0) if density is None or s == 1
+            else np.ascontiguousarray(density, dtype=np.float64).ravel())
+    dst, frac, dist2 = _deposit(disp, np.array(n, dtype=np.int64),
+                                np.array(dx, dtype=np.float64), subs, corners, dens)
+    return GridPlan(n, dst, frac, dist2)
+
+
+@numba.njit(cache=True)
+def _interpolate(f: Array, i: Array, o: Array, n: Array, strides: Array) -> float:
+    """f (flat, C order) multilinearly interpolated at index i + o (|o_b| < 1 per axis, constant
+    beyond the ends of each axis)."""
+    d = n.size
+    out = 0.0
+    for c in range(1 << d):
+        w = 1.0
+        flat = 0
+        for b in range(d):
+            k = i[b]
+            if (c >> (d - 1 - b)) & 1:
+                w *= abs(o[b])
+                k = min(max(k + (1 if o[b] > 0 else -1), 0), n[b] - 1)
+            else:
+                w *= 1.0 - abs(o[b])
+            flat += k * strides[b]
+        if w != 0.0:
+            out += w * f[flat]
+    return out
+
+
+@numba.njit(cache=True)
+def _deposit(disp: Array, n: Array, dx: Array, subs: Array, corners: Array,
+             density: Array) -> tuple[Array, Array, Array]:
+    """The (dst, frac, dist2) arrays of :func:`map_plan`, shape (len(subs)·2^d, N) each."""
+    d = n.size
+    total = disp.shape[1]
+    ns, nc = subs.shape[0], corners.shape[0]
+    dst = np.empty((ns * nc, total), dtype=np.int64)
+    frac = np.empty((ns * nc, total))
+    dist2 = np.empty((ns * nc, total))
+    strides = np.ones(d, dtype=np.int64)
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * n[a + 1]
+    i = np.empty(d, dtype=np.int64)
+    lo = np.empty(d, dtype=np.int64)
+    t = np.empty(d)
+    share = np.empty(ns)
+    for j in range(total):
         for a in range(d):
-            disp = displacement[a]
-            for b in range(d):
-                disp = _interp_shift(disp, b, sub[b])
-            pos.append(np.clip(centre_idx[a] + sub[a] + disp / dx[a], 0.0, n[a] - 1.0))
-        lo = [np.minimum(np.floor(p), n[a] - 2).astype(np.intp) if n[a] > 1
-              else np.zeros(p.shape, dtype=np.intp) for a, p in enumerate(pos)]
-        t = [p - i0 for p, i0 in zip(pos, lo, strict=True)]
-        for corner in itertools.product((0, 1), repeat=d):
-            w = share
-            idx = []
-            d2 = np.zeros(n)
+            i[a] = (j // strides[a]) % n[a]
+        if density.size:
+            norm = 0.0
+            for p in range(ns):
+                share[p] = _interpolate(density, i, subs[p], n, strides)
+                norm += share[p]
+            for p in range(ns):
+                share[p] = share[p] / norm if norm > 0 else 1.0 / ns
+        else:
+            share[:] = 1.0 / ns
+        for p in range(ns):
+            # image of the sub-point in index units, clipped into the hull of the centres
             for a in range(d):
-                ia = lo[a] + corner[a]
-                w = w * (t[a] if corner[a] else 1.0 - t[a])
-                idx.append(ia)
-                d2 += ((ia - centre_idx[a]) * dx[a]) ** 2
-            dst.append(np.ravel_multi_index(idx, n).ravel())
-            frac.append(w.ravel())
-            dist2.append(d2.ravel())
-    return GridPlan(tuple(n), np.stack(dst), np.stack(frac), np.stack(dist2))
+                move = _interpolate(disp[a], i, subs[p], n, strides)
+                pos = min(max(i[a] + subs[p, a] + move / dx[a], 0.0), n[a] - 1.0)
+                lo[a] = min(int(np.floor(pos)), n[a] - 2) if n[a] > 1 else 0
+                t[a] = pos - lo[a]
+            for c in range(nc):
+                w = share[p]
+                flat = 0
+                r2 = 0.0
+                for a in range(d):
+                    ia = min(lo[a] + corners[c, a], n[a] - 1)  # one-cell axes: t = 0
+                    w *= t[a] if corners[c, a] else 1.0 - t[a]
+                    flat += ia * strides[a]
+                    r2 += ((ia - i[a]) * dx[a]) ** 2
+                k = p * nc + c
+                dst[k, j] = flat
+                frac[k, j] = w
+                dist2[k, j] = r2
+    return dst, frac, dist2
