@@ -117,14 +117,21 @@ def pair_nearby(
 
 
 @numba.njit(cache=True)
+def _c_strides(n: Array) -> Array:
+    """Strides, in cells, of a C-order grid of shape n: flat index = Σ_a i_a strides[a]."""
+    strides = np.ones(n.size, dtype=np.int64)
+    for a in range(n.size - 2, -1, -1):
+        strides[a] = strides[a + 1] * n[a + 1]
+    return strides
+
+
+@numba.njit(cache=True)
 def _pair_shifts(r: Array, q: Array, n: Array, shifts: Array, spacing: Array,
                  moves: Array) -> float:
     """The loop of :func:`pair_nearby` (C-order flat cells; ``moves`` accumulated in place)."""
     d = n.size
     total = r.size
-    strides = np.ones(d, dtype=np.int64)
-    for a in range(d - 2, -1, -1):
-        strides[a] = strides[a + 1] * n[a + 1]
+    strides = _c_strides(n)
     cost = 0.0
     for k in range(shifts.shape[0]):
         s = shifts[k]
@@ -261,9 +268,7 @@ def _deposit(disp: Array, n: Array, dx: Array, subs: Array, corners: Array,
     dst = np.empty((ns * nc, total), dtype=np.int64)
     frac = np.empty((ns * nc, total))
     dist2 = np.empty((ns * nc, total))
-    strides = np.ones(d, dtype=np.int64)
-    for a in range(d - 2, -1, -1):
-        strides[a] = strides[a + 1] * n[a + 1]
+    strides = _c_strides(n)
     i = np.empty(d, dtype=np.int64)
     lo = np.empty(d, dtype=np.int64)
     t = np.empty(d)
