@@ -10,6 +10,7 @@ import io
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.special
 from grid_cases import load, moments_1d
 
 from mfg.analytic import closed_form
@@ -19,6 +20,7 @@ from mfg.scenario import ScenarioError
 from solvers.grid import solve
 from solvers.grid.back_and_forth import BackAndForth, TerminalDual
 from solvers.grid.c_transform import inf_convolution, inf_convolution_brute
+from solvers.grid.entropic import EntropicGrid, discrete_dual, glued_plan_cost, log_sum_exp
 from solvers.grid.pushforward import map_plan, match_deficits
 from solvers.grid.solver import discretize
 
@@ -113,6 +115,72 @@ def test_fixed_2d_bounds_bracket_pot_emd2(fixed_32):
         (m["objective"] - m["objective_lower_bound"]) / m["objective"], rel=1e-9)
     # and the lower bound is close: the dual has (nearly) converged
     assert m["objective_lower_bound"] > exact * (1 - 0.01)
+
+
+def _dense_cost(grid: Grid, tau: float) -> np.ndarray:
+    pts = grid.mesh().reshape(-1, grid.dim)
+    return ot.dist(pts, pts) / (2 * tau)
+
+
+@pytest.mark.parametrize("n", [(7,), (6, 5), (4, 3, 5)])
+def test_separable_log_sum_exp_matches_the_dense_sum(n):
+    rng = np.random.default_rng(3)
+    grid = Grid([(-1.0, 1.5)] * len(n), list(n))
+    tau, eps = 0.7, 0.05
+    ent = EntropicGrid(grid, tau, eps)
+    a = rng.normal(size=n) * 3
+    a.flat[1] = -np.inf  # an atom without mass
+    dense = scipy.special.logsumexp(a.ravel()[None, :] - _dense_cost(grid, tau) / eps, axis=1)
+    np.testing.assert_allclose(log_sum_exp(a, ent.kernels).ravel(), dense, rtol=1e-13, atol=1e-12)
+
+
+def test_entropic_bounds_bracket_emd2_and_the_plan_moments_are_exact():
+    rng = np.random.default_rng(4)
+    grid = Grid([(-1.0, 1.0), (-0.5, 1.5)], [9, 8])
+    tau = 0.5
+    mu = rng.random(grid.n) ** 3
+    nu = rng.random(grid.n) ** 3
+    nu[2, :] = 0.0  # cells without mass on one side
+    mu, nu = mu / mu.sum(), nu / nu.sum()
+    cost = _dense_cost(grid, tau)
+    exact = ot.emd2(mu.ravel(), nu.ravel(), cost)
+    ent = EntropicGrid(grid, tau, eps=0.02)
+    g = np.zeros(grid.n)
+    for _ in range(5):  # far from converged: the columns miss ν by O(1)
+        f = ent.softmin(g, nu)
+        g = ent.softmin(f, mu)
+    f = ent.softmin(g, nu)
+    with np.errstate(divide="ignore"):
+        plan = np.exp((f.ravel()[:, None] + g.ravel()[None, :] - cost) / ent.eps)
+    plan *= mu.ravel()[:, None] * nu.ravel()[None, :]
+    np.testing.assert_allclose(plan.sum(1), mu.ravel(), atol=1e-15)  # rows exact
+    cols, plan_cost, bary = ent.plan_moments(f, mu, g, nu)
+    np.testing.assert_allclose(cols.ravel(), plan.sum(0), rtol=1e-12, atol=1e-18)
+    assert plan_cost == pytest.approx(float(np.sum(plan * cost)), rel=1e-12)
+    pts = grid.mesh().reshape(-1, 2)
+    has = plan.sum(0) > 0
+    np.testing.assert_allclose(bary.reshape(2, -1).T[has],
+                               (plan.T @ pts)[has] / plan.sum(0)[has, None], rtol=1e-10)
+    assert np.abs(cols - nu).sum() > 0.05
+    # a coupling of exactly (μ, ν) costs at least the optimum; any g gives a lower bound
+    assert glued_plan_cost(ent, f, g, mu, nu) >= exact * (1 - 1e-12)
+    assert discrete_dual(grid, tau, mu, nu, g) <= exact * (1 + 1e-12)
+
+
+def test_fixed_64_is_certified_to_a_thousandth_around_emd2():
+    # the back-and-forth ascent alone stalls near 2.5e-3 at 64² (the O(h) floor of smooth
+    # potentials); the entropic polish takes the bracket under 1e-3, around POT's value
+    sc = load("mixture_fixed_2d.yaml", "solver.n=64", "solver.nt=4", "solver.method=bfm",
+              "solver.max_iter=400", "solver.tol=1e-3")
+    res = solve(sc)
+    m = res.metrics
+    assert res.status == "converged" and m["relative_gap"] <= 1e-3
+    assert m["polish_iterations"] > 0
+    grid = Grid(sc.domain.bounds, sc.solver.n)
+    h = grid.cell_volume
+    a, b = res.grid.source.values.ravel() * h, res.grid.target.values.ravel() * h
+    exact = ot.emd2(a, b, _dense_cost(grid, sc.T / sc.lam), numItermax=10**8)
+    assert m["objective_lower_bound"] <= exact * (1 + 1e-12) <= m["objective"] * (1 + 1e-12)
 
 
 def test_fixed_2d_result_has_the_douglas_rachford_layout(fixed_32):
@@ -270,16 +338,16 @@ def test_fixed_128_kinetic_energy_within_one_percent_of_emd2():
 
 @pytest.mark.slow
 def test_iterations_to_a_fixed_gap_do_not_grow_with_the_grid():
-    # iterations until the certified gap is under 5e-3 (1e-3 is under the floor of the bracket
-    # at 64², see back_and_forth): from 64² to 256² at most 1.5× more
+    # iterations (ascent plus entropic polish) until the certified gap is under 1e-3: from 64²
+    # to 256² at most 1.5× more
     counts = []
     for n in (64, 128, 256):
         p = discretize(load("mixture_fixed_2d.yaml", f"solver.n={n}"))
         term = TerminalDual(p.terminal, p.rho1, p.grid.cell_volume, p.divergence)
-        state = BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(5e-3, 150)
+        state = BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run(1e-3, 400)
         assert state.converged, n
         counts.append(state.iterations)
-    assert counts[2] <= 1.5 * counts[0], counts
+    assert max(counts) <= 1.5 * counts[0], counts
 
 
 def test_kl_1d_objective_converges_at_second_order():
@@ -294,3 +362,21 @@ def test_kl_1d_objective_converges_at_second_order():
         errors.append(abs(res.metrics["objective_lower_bound"] - exact) / exact)
     orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert np.all(orders > 1.8), (errors, orders)
+
+
+def test_kl_2d_path_follows_the_closed_form_displacement_interpolation():
+    # ρ(T/2) against the closed form's Gaussian at T/2 (means and stds linear in t), L1 on 64²:
+    # 0.040 with the iteration's 2 sub-points per cell, 0.019 with the path's 8 (aliasing of the
+    # cloud-in-cell deposits where the map stretches the lattice of sub-points)
+    sc = load("gaussian_kl_2d.yaml", "solver.n=64", "solver.nt=4", "solver.method=bfm",
+              "solver.tol=2e-3", "solver.max_iter=400")
+    res = solve(sc)
+    cf = closed_form(sc)
+    x1, x2 = np.meshgrid(res.grid.x1.values, res.grid.x2.values, indexing="ij")
+    h = Grid(sc.domain.bounds, sc.solver.n).cell_volume
+    t = float(res.grid.t.values[2])
+    m = cf.m0 + (t / cf.T) * (cf.mT - cf.m0)
+    s = cf.s0 + (t / cf.T) * (cf.sT - cf.s0)
+    exact = np.exp(-0.5 * (((x1 - m[0]) / s[0]) ** 2 + ((x2 - m[1]) / s[1]) ** 2))
+    exact /= exact.sum() * h
+    assert np.abs(res.grid.rho.values[2] - exact).sum() * h < 0.025
