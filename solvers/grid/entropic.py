@@ -1,4 +1,4 @@
-"""Entropic polish of a fixed-terminal JKO step: log-domain Sinkhorn on the tensor grid.
+"""Entropic polish of a JKO step (fixed or KL terminal): log-domain Sinkhorn on the tensor grid.
 
 The back-and-forth potentials (solvers/grid/back_and_forth.py) converge to the continuum
 Kantorovich potentials; the certified bracket of the atoms' problem
@@ -32,9 +32,10 @@ The terminal KL(ρ_T‖π) has the same polish with the unbalanced g-step (:func
 
 Measured on the 64² mixture (emd2 = 2.58421; the back-and-forth ascent stalls at lower ÷ emd2
 0.9989, upper 1.0013): from the stalled ascent, 150 iterations give lower 0.99974, upper 1.00064
-(0.9 s). The iterations cost N·Σn_axis exponentials each (0.09 s at 128²), so the polish is meant
-for the grids where the ascent's floor is above the tolerance (up to about 256²); ε = h²/(8τ)
-gives a better lower bound (0.99982) but a slower upper one.
+(about 1.2 s). The iterations cost N·Σn_axis exponentials each (0.09 s at 128²), so the polish is
+meant for the grids where the ascent's floor is above the tolerance (up to 128²:
+back_and_forth.POLISH_MAX_WORK); ε = h²/(8τ) gives a better lower bound (0.99982) but a slower
+upper one, hence the halving of ε only when the bracket stalls (COOL_RATIO).
 """
 
 from __future__ import annotations
