@@ -22,7 +22,9 @@ class GridSolverConfig:
     wider than the data's spread; None: all for the W1 kinds, none for fixed and f; 0: none).
     With ``method: bfm`` (back-and-forth, terminal kinds
     fixed and f) ``tol`` is the certified relative accuracy of the objective: the run stops when
-    (upper − lower)/upper <= tol for a dual value (lower) and a feasible plan's cost (upper)."""
+    (upper − lower)/upper <= tol for a dual value (lower) and a feasible plan's cost (upper);
+    ``max_iter`` bounds the ascent and, for fixed and KL up to 128² when the ascent stalls, the
+    entropic polish that takes over (solvers/grid/entropic.py) gets as many again."""
 
     kind: str = "grid"
     n: tuple[int, ...] = (64,)
