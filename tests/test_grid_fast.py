@@ -270,7 +270,7 @@ def test_f_kinds_bounds_bracket_an_independent_static_solve(f):
 
 
 def test_kl_2d_polish_brackets_an_independent_static_solve():
-    # on 16² the ascent stalls near 1e-2; the entropic polish (unbalanced g-step) takes the
+    # on 16² the ascent stalls well above 3e-3; the entropic polish (unbalanced g-step) takes the
     # bracket under 3e-3 (its floor there, the entropic bias: 2.4e-3; 32² reaches 8e-4), and
     # its lower bound is under the independent solve's value (a feasible one, 5e-4 above our
     # certified upper bound here: L-BFGS stops early on the nonsmooth emd2) and its plan is no worse
