@@ -179,8 +179,9 @@ def main() -> None:
 
 
 def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
-    """Back-and-forth (static JKO step, certified bounds; ``fixed`` hands over to the entropic
-    polish when the ascent stalls, its iterations counted in ``iters`` and shown in ``polish``):
+    """Back-and-forth (static JKO step, certified bounds; ``fixed`` and KL up to 128² hand over
+    to the entropic polish when the ascent stalls, its iterations counted in ``iters`` and
+    shown in ``polish``):
     iterations and seconds until the relative gap (upper − lower)/upper <= --bfm-tol (or
     --bfm-max-iter), seconds ÷ one dctn of the spatial grid, ÷ ot.emd2 on the same densities
     (n <= 128), peak traced memory, and the first iteration (and seconds) at which the gap fell

@@ -345,9 +345,8 @@ class BackAndForth:
 
         kl = self.terminal.terminal == "f"
         res = polish(self.grid, self.tau, self.mu, self.terminal.rho1 * self.h, state.phi, tol,
-                     max_iter, state.lower, state.upper, callback=record,
-                     terminal_cost=self.terminal.cost if kl else None,
-                     lower_bound=self.exact_dual if kl else None)
+                     max_iter, self.exact_dual, state.lower, state.upper, callback=record,
+                     terminal_cost=self.terminal.cost if kl else None)
         # the polished g is nearer the optimum than the stalled ascent's φ: the terminal law and
         # the path follow it (KL 1-D, 128 cells: mean of ρ_T 1.2e-3 off the closed form from
         # the stalled φ, under 1e-3 from g; the map's gradients are a little noisier, L1 of

@@ -47,8 +47,7 @@ import numba
 import numpy as np
 
 from mfg.grid import Grid
-from solvers.grid.c_transform import c_transform
-from solvers.grid.pushforward import match_deficits
+from solvers.grid.pushforward import carry_on_cost
 
 Array = np.ndarray
 
@@ -134,8 +133,8 @@ def glued_plan_cost(ent: EntropicGrid, f: Array, g: Array, mu: Array, nu: Array)
     """Σ c of a coupling of exactly (μ, ν) built from Sinkhorn's plan P (rows μ: f must be the
     soft-min of g): where the columns exceed ν the excess e_j (arrived with mean displacement
     v_j = y_j − x̄_j, x̄_j the column's barycentre) is carried on to the shortfall q = (ν − col)⁺
-    by a coupling B of (e, q) on the grid (:func:`match_deficits`), at the exact extra cost
-    (B + 2 Σ_j v_j·D_j)/(2τ), D_j = Σ_k B_jk (y_k − y_j)."""
+    by a coupling B of (e, q) on the grid, at the exact extra cost
+    (B + 2 Σ_j v_j·D_j)/(2τ), D_j = Σ_k B_jk (y_k − y_j) (:func:`carry_on_cost`)."""
     cols, cost, bary = ent.plan_moments(f, mu, g, nu)
     e = np.maximum(cols - nu, 0.0).ravel()
     q = np.maximum(nu - cols, 0.0).ravel()
@@ -145,14 +144,7 @@ def glued_plan_cost(ent: EntropicGrid, f: Array, g: Array, mu: Array, nu: Array)
     centres = grid.mesh().reshape(-1, grid.dim)
     drift = centres - np.where(e[:, None] > 0, bary.reshape(grid.dim, -1).T, centres)
     q *= e.sum() / q.sum()  # equal masses to rounding (Σ cols = Σ μ = Σ ν)
-    match, moves = match_deficits(e, q, grid.n, centres)
-    return cost + (match + 2.0 * float(np.sum(drift * moves))) / (2.0 * ent.tau)
-
-
-def discrete_dual(grid: Grid, tau: float, mu: Array, nu: Array, g: Array) -> float:
-    """Σ μ g^c + Σ ν (g^c)^c with exact discrete c-transforms: a lower bound of W for any g."""
-    f = c_transform(g, grid.dx, tau)
-    return float(np.sum(mu * f) + np.sum(nu * c_transform(f, grid.dx, tau)))
+    return cost + carry_on_cost(e, q, drift, grid.n, centres) / (2.0 * ent.tau)
 
 
 #: temperature of the polish in cells: ε = EPS_CELLS · min(h_axis)²/(2τ) (larger converges faster,
@@ -180,37 +172,35 @@ class PolishResult:
 
 
 def polish(grid: Grid, tau: float, mu: Array, nu: Array, g: Array, tol: float, max_iter: int,
-           lower: float = -np.inf, upper: float = np.inf,
+           lower_bound: Callable[[Array], float], lower: float = -np.inf, upper: float = np.inf,
            callback: Callable[[PolishResult], None] | None = None,
-           terminal_cost: Callable[[Array], float] | None = None,
-           lower_bound: Callable[[Array], float] | None = None) -> PolishResult:
+           terminal_cost: Callable[[Array], float] | None = None) -> PolishResult:
     """Sinkhorn iterations (module docstring) from the target potential ``g`` until the
     certified relative gap (upper − lower)/upper is <= ``tol`` or ``max_iter``; ``lower`` and
-    ``upper`` are bounds already known (kept when better).
+    ``upper`` are bounds already known (kept when better); ``lower_bound(g)`` is the dual of the
+    JKO step at a target potential g with exact discrete c-transforms (a lower bound for any g:
+    ``BackAndForth.exact_dual``).
 
-    Fixed terminal ν (``terminal_cost`` None): the bounds of the module docstring. Terminal cost
-    KL(ρ_T‖π) instead (``terminal_cost`` = G on densities, ``nu`` = π's atoms, ``lower_bound``
-    = the dual of the JKO step at a target potential, exact transforms): the terminal marginal
-    is free, so the g-step is the proximal one of unbalanced Sinkhorn (Chizat, Peyré, Schmitzer
-    & Vialard 2018), g_j = −ε/(1 + ε) log Σ_i μ_i e^{(f_i − c_ij)/ε} with reference π, and the
-    plan P (rows μ exactly) is itself feasible: upper = Σ P c + G(Pᵀ1/h)."""
+    Fixed terminal ν (``terminal_cost`` None): the upper bound of the module docstring. Terminal
+    cost KL(ρ_T‖π) instead (``terminal_cost`` = G on densities, ``nu`` = π's atoms): the
+    terminal marginal is free, so the g-step is the proximal one of unbalanced Sinkhorn (Chizat,
+    Peyré, Schmitzer & Vialard 2018), g_j = −ε/(1 + ε) log Σ_i μ_i e^{(f_i − c_ij)/ε} with
+    reference π, and the plan P (rows μ exactly) is itself feasible: upper = Σ P c + G(Pᵀ1/h)."""
     ent = EntropicGrid(grid, tau, EPS_CELLS * min(grid.dx) ** 2 / (2.0 * tau))
-    relax = 1.0 if terminal_cost is None else 1.0 / (1.0 + ent.eps)
     coolings = 0
     out = PolishResult(lower, upper, 0, g,
                        history={"lower": [], "upper": [], "relative_gap": []})
     for it in range(1, max_iter + 1):
         f = ent.softmin(g, nu)
-        g = relax * ent.softmin(f, mu)
+        g = ent.softmin(f, mu) if terminal_cost is None else ent.softmin(f, mu) / (1.0 + ent.eps)
         if it % CERTIFY_EVERY and it != max_iter:
             continue
         f = ent.softmin(g, nu)  # rows exact for the plan
+        out.lower = max(out.lower, lower_bound(g))
         if terminal_cost is None:
-            out.lower = max(out.lower, discrete_dual(grid, tau, mu, nu, g))
             split = (glued_plan_cost(ent, f, g, mu, nu), 0.0)
         else:
             cols, cost, _ = ent.plan_moments(f, mu, g, nu)
-            out.lower = max(out.lower, lower_bound(g))
             split = (cost, terminal_cost(cols / grid.cell_volume))
         if sum(split) < out.upper:
             out.upper, out.upper_split = sum(split), split
@@ -227,6 +217,5 @@ def polish(grid: Grid, tau: float, mu: Array, nu: Array, g: Array, tol: float, m
             # the bracket closes on the entropic optimum, O(ε) from W: halve ε (g stays a
             # fine warm start in the log domain)
             ent = EntropicGrid(grid, tau, ent.eps / 2.0)
-            relax = 1.0 if terminal_cost is None else 1.0 / (1.0 + ent.eps)
             coolings += 1
     return out

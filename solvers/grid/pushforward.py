@@ -73,16 +73,24 @@ class GridPlan:
         q = np.maximum(b - np.minimum(bt, b), 0.0)
         if e.sum() <= 0.0:
             return full
-        match, moves = match_deficits(e, q, self.n, centres)
         dst = self.dst.ravel()
-        cross = 0.0
+        drift = np.zeros_like(centres)  # y_j − F_j/e_j where e_j > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             for axis, c in enumerate(centres.T):
                 src = np.broadcast_to(c, cut.shape).ravel()
                 f_j = np.bincount(dst, weights=(cut.ravel() * src), minlength=self.size)
-                mean_src = np.where(e > 0, f_j / e, c)
-                cross += float(np.sum((c - mean_src) * moves[:, axis]))
-        return full + match + 2.0 * cross
+                drift[:, axis] = c - np.where(e > 0, f_j / e, c)
+        return full + carry_on_cost(e, q, drift, self.n, centres)
+
+
+def carry_on_cost(e: Array, q: Array, drift: Array, n: tuple[int, ...], centres: Array) -> float:
+    """Extra Σ|x − y|² of carrying on the excess e (flat, length N) of a plan's second marginal,
+    arrived at cell j with mean displacement v_j = ``drift[j]`` (shape (N, d)), to the shortfall
+    q of equal mass: with the coupling B of (e, q) of :func:`match_deficits`, rerouting the flows
+    cut at j to k costs |y_k − x|² − |y_j − x|², which sums to Σ B_jk |y_k − y_j|² + 2 Σ_j v_j·D_j,
+    D_j = Σ_k B_jk (y_k − y_j) (exact)."""
+    match, moves = match_deficits(e, q, n, centres)
+    return match + 2.0 * float(np.sum(drift * moves))
 
 
 #: the deficits of a rounding are aliasing noise, a cell or two from where the mass belongs: they
