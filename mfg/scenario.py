@@ -713,6 +713,7 @@ def _build_scenario(raw: dict[str, Any], base_dir: Path) -> Scenario:
     target = _build_distribution(spec.target, ("target",), dim, base_dir)
     terminal = _validate_kind(spec.terminal, ("terminal",), TERMINAL_KINDS).build(("terminal",))
     solver_spec = _validate_kind(spec.solver, ("solver",), SOLVER_KINDS, DEFAULT_SOLVER_KIND)
+    solver_spec = solver_spec.for_problem(terminal)
     solver = solver_spec.build(("solver",), dim)
     solver_spec.check_problem(source, target, terminal)
     if spec.domain is None:

@@ -166,5 +166,10 @@ class SolverSpec(Spec):
     def build(self, loc: Loc, dim: int) -> Any:
         raise NotImplementedError
 
+    def for_problem(self, terminal: Any) -> SolverSpec:
+        """The settings with the defaults that depend on the terminal cost filled in (a method
+        chosen by the terminal kind); by default, the settings themselves."""
+        return self
+
     def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
         """Refuse (FieldError) a source/target/terminal combination the family cannot solve."""

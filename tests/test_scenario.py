@@ -106,6 +106,25 @@ def test_defaults() -> None:
     assert s.solver == GridSolverConfig(n=(64, 64))
 
 
+@pytest.mark.parametrize(("overrides", "expected"), [
+    # method auto: back-and-forth where it applies, its tol a certified relative gap
+    ([], ("bfm", 1e-3, 1000)),
+    (["terminal={kind: f, f: chi2}"], ("bfm", 1e-3, 1000)),
+    # ... Douglas–Rachford for the W1 kinds, its tol a KKT residual
+    (["terminal={kind: w1, L: 1}"], ("douglas_rachford", 1e-6, 5000)),
+    (["terminal={kind: lipschitz_f, L: 1, f: kl}"], ("douglas_rachford", 1e-6, 5000)),
+    # a method named, or a tol or max_iter given, is kept
+    (["solver.method=douglas_rachford"], ("douglas_rachford", 1e-6, 5000)),
+    (["solver.tol=1e-4"], ("bfm", 1e-4, 1000)),
+    (["solver.max_iter=7", "solver.method=douglas_rachford"], ("douglas_rachford", 1e-6, 7)),
+])
+def test_grid_method_and_its_defaults_follow_the_terminal(overrides, expected) -> None:
+    raw = yaml.safe_load(BASE)
+    raw["solver"] = {"kind": "grid", "n": 16}
+    s = parse_scenario(yaml.safe_dump(raw), overrides=overrides)
+    assert (s.solver.method, s.solver.tol, s.solver.max_iter) == expected
+
+
 def test_other_distribution_kinds() -> None:
     s = parse_scenario(
         BASE,

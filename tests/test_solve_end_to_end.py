@@ -27,7 +27,8 @@ def test_solve_writes_a_complete_result(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.h5"]  # no temporary left behind
     res = read_result(out)
     assert res.status == "max_iter"  # 40 iterations do not reach tol: reported, not hidden
-    assert len(res.history["primal_residual"]) == 40
+    assert res.settings["method"] == "bfm"  # the default for an f terminal
+    assert len(res.history["relative_gap"]) == 40
     assert res.git_revision and res.versions["numpy"]
     assert parse_scenario(res.scenario_text).solver.n == (16, 16)
     ds = xr.open_dataset(out, group="grid", engine="h5netcdf")

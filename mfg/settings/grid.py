@@ -15,33 +15,42 @@ from mfg.schema import FieldError, IntOrList, Loc, SolverSpec, broadcast
 
 @dataclass(frozen=True)
 class GridSolverConfig:
-    """Tensor grid of ``n`` cells per axis and ``nt`` time steps; Douglas–Rachford splitting
-    stopped when the KKT residual falls under ``tol`` or after ``max_iter`` iterations, with step
-    ``gamma`` (None: the solver's default), started from the solution of the same problem on
-    ``levels`` coarser grids (cells merged in pairs per axis, down to 16 cells and to cells no
-    wider than the data's spread; None: all for the W1 kinds, none for fixed and f; 0: none).
-    With ``method: bfm`` (back-and-forth, terminal kinds
-    fixed and f) ``tol`` is the certified relative accuracy of the objective: the run stops when
-    (upper − lower)/upper <= tol for a dual value (lower) and a feasible plan's cost (upper);
-    ``max_iter`` bounds the ascent and, for fixed and KL up to 128² when the ascent stalls, the
-    entropic polish that takes over (solvers/grid/entropic.py) gets as many again."""
+    """Tensor grid of ``n`` cells per axis and ``nt`` time steps, solved by ``method``:
+
+    - ``bfm`` (back-and-forth on the static JKO step, the path reconstructed; terminal kinds
+      fixed and f, the default for them): ``tol`` is the certified relative accuracy of the
+      objective, the run stops when (upper − lower)/upper <= tol for a dual value (lower) and a
+      feasible plan's cost (upper); ``max_iter`` bounds the ascent and, for fixed and KL up to
+      128² when the ascent stalls, the entropic polish that takes over
+      (solvers/grid/entropic.py) gets as many again.
+    - ``douglas_rachford`` (the dynamic problem on a staggered grid; the only method for w1 and
+      lipschitz_f, the certified dynamic reference for fixed and f): stopped when the KKT
+      residual falls under ``tol`` or after ``max_iter`` iterations, with step ``gamma`` (None:
+      the solver's default), started from the solution of the same problem on ``levels`` coarser
+      grids (cells merged in pairs per axis, down to 16 cells and to cells no wider than the
+      data's spread; None: all for the W1 kinds, none for fixed and f; 0: none).
+
+    ``tol`` and ``max_iter`` left out of the scenario take the method's METHOD_DEFAULTS."""
 
     kind: str = "grid"
     n: tuple[int, ...] = (64,)
     nt: int = 32
-    max_iter: int = 5000
-    tol: float = 1e-6
+    max_iter: int = 1000
+    tol: float = 1e-3
     gamma: float | None = None
     progress: bool = True
-    #: "douglas_rachford" (dynamic, KKT residuals < tol) or "bfm" (back-and-forth on the static
-    #: JKO step, terminal kinds fixed and f; stops when the certified relative gap of the
-    #: objective, (upper − lower)/upper, is <= tol)
-    method: str = "douglas_rachford"
+    method: str = "bfm"
     #: coarse-to-fine warm start of Douglas–Rachford (solvers/grid/multilevel.py)
     levels: int | None = None
 
 
 F_NAMES = tuple(F_DIVERGENCES)
+
+#: ``method: auto`` (the default): the fast method where it applies, else Douglas–Rachford
+BFM_TERMINALS = ("fixed", "f")
+#: (tol, max_iter) of each method when the scenario leaves them out: the two tolerances do not
+#: measure the same thing (a certified relative gap of the objective; KKT residuals)
+METHOD_DEFAULTS = {"bfm": (1e-3, 1000), "douglas_rachford": (1e-6, 5000)}
 
 #: Peak memory of a grid run (``solve``: discretization, iterations, certificate, dataset) in
 #: float64 arrays of N cells (N = Π n), calibrated with tracemalloc (solve with 3 iterations):
@@ -94,11 +103,12 @@ class GridSolverSpec(SolverSpec):
     kind: Literal["grid"]
     n: IntOrList = GridSolverConfig.n[0]
     nt: int = Field(default=GridSolverConfig.nt, ge=2)
-    max_iter: int = Field(default=GridSolverConfig.max_iter, ge=1)
-    tol: float = Field(default=GridSolverConfig.tol, gt=0)
+    #: None: the method's default (METHOD_DEFAULTS)
+    max_iter: int | None = Field(default=None, ge=1)
+    tol: float | None = Field(default=None, gt=0)
     gamma: float | None = Field(default=GridSolverConfig.gamma, gt=0)
     progress: bool = GridSolverConfig.progress
-    method: Literal["douglas_rachford", "bfm"] = GridSolverConfig.method
+    method: Literal["auto", "douglas_rachford", "bfm"] = "auto"
     levels: int | None = Field(default=GridSolverConfig.levels, ge=0)
 
     NEEDS_DOMAIN: ClassVar[bool] = True
@@ -117,6 +127,19 @@ class GridSolverSpec(SolverSpec):
     #: terminal kinds that need a target with a density (elsewhere D_f(ρ_T‖π) is +∞)
     NEED_TARGET_DENSITY: ClassVar[tuple[str, ...]] = ("fixed", "f")
 
+    def for_problem(self, terminal: Any) -> GridSolverSpec:
+        """``method: auto`` resolved (bfm for the terminal kinds it solves, else
+        douglas_rachford), then ``tol`` and ``max_iter`` left out given that method's defaults."""
+        method = self.method
+        if method == "auto":
+            method = "bfm" if terminal.kind in BFM_TERMINALS else "douglas_rachford"
+        tol, max_iter = METHOD_DEFAULTS[method]
+        return self.model_copy(update={
+            "method": method,
+            "tol": tol if self.tol is None else self.tol,
+            "max_iter": max_iter if self.max_iter is None else self.max_iter,
+        })
+
     def check_problem(self, source: Any, target: Any, terminal: Any) -> None:
         """The source needs a density; the target too for ``fixed`` and ``f`` (a target on a
         low-dimensional set makes D_f infinite: ``lipschitz_f`` or ``w1`` are well posed)."""
@@ -127,7 +150,7 @@ class GridSolverSpec(SolverSpec):
         if fs is not None and terminal.f not in fs:
             raise FieldError(("terminal", "f"), f"the grid solver has no proximal map for "
                              f"{terminal.f!r} (it has: {', '.join(fs)})")
-        if self.method == "bfm" and terminal.kind not in ("fixed", "f"):
+        if self.method == "bfm" and terminal.kind not in BFM_TERMINALS:
             raise FieldError(("solver", "method"), f"method 'bfm' solves terminal kinds fixed "
                              f"and f (got {terminal.kind!r}); use douglas_rachford")
         if not source.has_density:
@@ -142,7 +165,10 @@ class GridSolverSpec(SolverSpec):
             )
 
     def build(self, loc: Loc, dim: int) -> GridSolverConfig:
-        """``n`` broadcast to one cell count per dimension, each >= MIN_CELLS; dim <= MAX_DIM."""
+        """``n`` broadcast to one cell count per dimension, each >= MIN_CELLS; dim <= MAX_DIM.
+        Called on the spec :meth:`for_problem` returned (method, tol, max_iter resolved)."""
+        if self.method == "auto" or self.tol is None or self.max_iter is None:
+            raise ValueError("GridSolverSpec.build: call for_problem(terminal) first")
         if dim > self.MAX_DIM:
             raise FieldError(loc + ("kind",), f"the grid solver runs in 1-D to {self.MAX_DIM}-D "
                              f"(dim = {dim})")
