@@ -248,6 +248,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     rows: list[tuple[str, Any]] = [("status", result.status), ("iterations", iterations(result))]
+    if "method" in result.settings:  # the method a default ("auto") resolved to
+        rows.insert(0, ("method", str(result.settings["method"])))
     if "objective" in result.metrics:
         rows.append(("objective", float(result.metrics["objective"])))
     rows += [(k, float(v)) for k, v in residuals(result.metrics)]

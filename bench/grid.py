@@ -2,7 +2,7 @@
 solve against POT's exact network simplex, the W1 terminal cost, and 3-D memory and time.
 
     python bench/grid.py [--bfm-only] [--bfm-sizes 64,128,256,512] [--bfm-kl-sizes 256,512]
-                         [--bfm-tol 1e-3] [--bfm-max-iter 300]
+                         [--bfm-tol 1e-3] [--bfm-max-iter 1000]
                          [--sizes 32,64,128] [--nt 16] [--tol 1e-5] [--threads 1]
                          [--w1-sizes 32,64] [--sizes-3d 16,32] [--nt-3d 8]
 
@@ -60,7 +60,7 @@ def main() -> None:
                         help="2-D sizes of the back-and-forth section (Gaussian KL)")
     parser.add_argument("--bfm-size-3d", type=int, default=32)
     parser.add_argument("--bfm-tol", type=float, default=1e-3)
-    parser.add_argument("--bfm-max-iter", type=int, default=300)
+    parser.add_argument("--bfm-max-iter", type=int, default=1000)
     parser.add_argument("--defaults-size", type=int, default=128,
                         help="n of the defaults case (solver: {kind: grid, n: N}); 0: skip")
     parser.add_argument("--bfm-only", action="store_true", help="only the back-and-forth section")
@@ -68,8 +68,11 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
 
+    import numba
     import numpy as np
     import scipy.fft
+
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
 
     with contextlib.redirect_stdout(io.StringIO()):
         import ot
@@ -196,8 +199,11 @@ def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
     if args.defaults_size:
         defaults_case(args, np, ot, load_scenario)
     marks = (1e-2, 5e-3, 2e-3, 1e-3)
+    import numba
+
     print(f"back-and-forth: tol={args.bfm_tol:g} max_iter={args.bfm_max_iter} (upper bounds "
-          f"every {CERTIFY_EVERY} iterations)")
+          f"every {CERTIFY_EVERY} iterations), threads: numba {numba.get_num_threads()}, "
+          f"BLAS/OpenMP {args.threads}")
     print(f"{'case':>14} {'iters':>5} {'polish':>6} {'gap':>9} {'solve s':>8} {'solve/dctn':>10} "
           f"{'emd2 s':>7} {'solve/emd2':>10} {'lower/W':>9} {'upper/W':>9} {'peak MiB':>8}  "
           + "  ".join(f"its,s to {g:g}" for g in marks))
@@ -248,7 +254,7 @@ def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
               f"{t_solve / t_dct:>10.0f} {t_emd:>7.2f} {t_solve / t_emd:>10.2f} "
               f"{st.lower / ref:>9.5f} {st.upper / ref:>9.5f} {peak / 2**20:>8.1f}  "
               + "  ".join(f"{first.get(g, '-'):>12}" for g in marks), flush=True)
-    print()
+    print(f"numba threading layer: {numba.threading_layer()}\n")
 
 
 def defaults_case(args, np, ot, load_scenario) -> None:

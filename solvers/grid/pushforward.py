@@ -190,9 +190,10 @@ def match_deficits(
     far = np.zeros_like(pos)
     size = 1
     while r.sum() > 0 and q.sum() > 0:
-        ids = np.ravel_multi_index([k // size for k in idx], [-(-k // size) for k in n])
-        ids = np.unique(ids, return_inverse=True)[1].ravel()
-        R, Q = np.bincount(ids, weights=r), np.bincount(ids, weights=q)
+        blocks = [-(-k // size) for k in n]
+        ids = np.ravel_multi_index([k // size for k in idx], blocks)
+        nb = int(np.prod(blocks))
+        R, Q = np.bincount(ids, weights=r, minlength=nb), np.bincount(ids, weights=q, minlength=nb)
         m = np.minimum(R, Q)
         last = size >= max(n)
         if last:  # one block: pair all that is left
@@ -200,12 +201,13 @@ def match_deficits(
         with np.errstate(divide="ignore", invalid="ignore"):
             rr = r * np.where(R > 0, np.minimum(m / R, 1.0), 0.0)[ids]
             qq = q * np.where(Q > 0, np.minimum(m / Q, 1.0), 0.0)[ids]
-        mr, mq = np.bincount(ids, weights=rr), np.bincount(ids, weights=qq)
+        mr = np.bincount(ids, weights=rr, minlength=nb)
+        mq = np.bincount(ids, weights=qq, minlength=nb)
         ok = (mr > 0) & (mq > 0)
         for axis, c in enumerate(pos.T):
             cq = np.zeros_like(mq)
-            cq[ok] = np.bincount(ids, weights=qq * c)[ok] / mq[ok]  # mean destination
-            cr = np.bincount(ids, weights=rr * c)
+            cq[ok] = np.bincount(ids, weights=qq * c, minlength=nb)[ok] / mq[ok]  # mean dest.
+            cr = np.bincount(ids, weights=rr * c, minlength=nb)
             cost += float(np.sum(rr * c * c) + np.sum(qq * c * c) - 2.0 * np.sum(cr * cq))
             far[:, axis] += rr * (cq[ids] - c)
         r -= rr
@@ -266,10 +268,17 @@ def _interpolate(f: Array, i: Array, o: Array, n: Array, strides: Array) -> floa
     return out
 
 
-@numba.njit(cache=True)
+#: cells per task of the parallel deposit (numba.prange over blocks of cells, each with its own
+#: scratch arrays)
+DEPOSIT_BLOCK = 4096
+
+
+@numba.njit(cache=True, parallel=True)
 def _deposit(disp: Array, n: Array, dx: Array, subs: Array, corners: Array,
              density: Array) -> tuple[Array, Array, Array]:
-    """The (dst, frac, dist2) arrays of :func:`map_plan`, shape (len(subs)·2^d, N) each."""
+    """The (dst, frac, dist2) arrays of :func:`map_plan`, shape (len(subs)·2^d, N) each. Cells
+    are independent (column j is cell j's): blocks of DEPOSIT_BLOCK cells run in parallel
+    (numba threads: ``numba.set_num_threads``)."""
     d = n.size
     total = disp.shape[1]
     ns, nc = subs.shape[0], corners.shape[0]
@@ -277,40 +286,42 @@ def _deposit(disp: Array, n: Array, dx: Array, subs: Array, corners: Array,
     frac = np.empty((ns * nc, total))
     dist2 = np.empty((ns * nc, total))
     strides = _c_strides(n)
-    i = np.empty(d, dtype=np.int64)
-    lo = np.empty(d, dtype=np.int64)
-    t = np.empty(d)
-    share = np.empty(ns)
-    for j in range(total):
-        for a in range(d):
-            i[a] = (j // strides[a]) % n[a]
-        if density.size:
-            norm = 0.0
-            for p in range(ns):
-                share[p] = _interpolate(density, i, subs[p], n, strides)
-                norm += share[p]
-            for p in range(ns):
-                share[p] = share[p] / norm if norm > 0 else 1.0 / ns
-        else:
-            share[:] = 1.0 / ns
-        for p in range(ns):
-            # image of the sub-point in index units, clipped into the hull of the centres
+    blocks = (total + DEPOSIT_BLOCK - 1) // DEPOSIT_BLOCK
+    for block in numba.prange(blocks):
+        i = np.empty(d, dtype=np.int64)
+        lo = np.empty(d, dtype=np.int64)
+        t = np.empty(d)
+        share = np.empty(ns)
+        for j in range(block * DEPOSIT_BLOCK, min((block + 1) * DEPOSIT_BLOCK, total)):
             for a in range(d):
-                move = _interpolate(disp[a], i, subs[p], n, strides)
-                pos = min(max(i[a] + subs[p, a] + move / dx[a], 0.0), n[a] - 1.0)
-                lo[a] = min(int(np.floor(pos)), n[a] - 2) if n[a] > 1 else 0
-                t[a] = pos - lo[a]
-            for c in range(nc):
-                w = share[p]
-                flat = 0
-                r2 = 0.0
+                i[a] = (j // strides[a]) % n[a]
+            if density.size:
+                norm = 0.0
+                for p in range(ns):
+                    share[p] = _interpolate(density, i, subs[p], n, strides)
+                    norm += share[p]
+                for p in range(ns):
+                    share[p] = share[p] / norm if norm > 0 else 1.0 / ns
+            else:
+                share[:] = 1.0 / ns
+            for p in range(ns):
+                # image of the sub-point in index units, clipped into the hull of the centres
                 for a in range(d):
-                    ia = min(lo[a] + corners[c, a], n[a] - 1)  # one-cell axes: t = 0
-                    w *= t[a] if corners[c, a] else 1.0 - t[a]
-                    flat += ia * strides[a]
-                    r2 += ((ia - i[a]) * dx[a]) ** 2
-                k = p * nc + c
-                dst[k, j] = flat
-                frac[k, j] = w
-                dist2[k, j] = r2
+                    move = _interpolate(disp[a], i, subs[p], n, strides)
+                    pos = min(max(i[a] + subs[p, a] + move / dx[a], 0.0), n[a] - 1.0)
+                    lo[a] = min(int(np.floor(pos)), n[a] - 2) if n[a] > 1 else 0
+                    t[a] = pos - lo[a]
+                for c in range(nc):
+                    w = share[p]
+                    flat = 0
+                    r2 = 0.0
+                    for a in range(d):
+                        ia = min(lo[a] + corners[c, a], n[a] - 1)  # one-cell axes: t = 0
+                        w *= t[a] if corners[c, a] else 1.0 - t[a]
+                        flat += ia * strides[a]
+                        r2 += ((ia - i[a]) * dx[a]) ** 2
+                    k = p * nc + c
+                    dst[k, j] = flat
+                    frac[k, j] = w
+                    dist2[k, j] = r2
     return dst, frac, dist2
