@@ -129,6 +129,8 @@ def test_memory_check_compares_with_available_memory(monkeypatch, tmp_path, caps
     ("gaussian_kl_1d.yaml", ("solver.n=4096", "solver.nt=16")),
     ("gaussian_kl_2d.yaml", ("solver.n=96", "solver.nt=16")),
     ("circle_lipschitz_2d.yaml", ("solver.n=96", "solver.nt=16")),
+    ("gaussian_kl_2d.yaml", ("solver.n=96", "solver.nt=16", "solver.method=bfm")),
+    ("mixture_fixed_2d.yaml", ("solver.n=256", "solver.nt=8", "solver.method=bfm")),
 ])
 def test_memory_estimate_bounds_the_measured_peak(name, overrides):
     """The estimate is above the real peak (tracemalloc, NumPy's allocations) and within 2x
@@ -141,4 +143,5 @@ def test_memory_estimate_bounds_the_measured_peak(name, overrides):
     finally:
         tracemalloc.stop()
     estimate = grid_settings.estimate_memory(sc.solver.n, sc.solver.nt, sc.solver.method)
-    assert peak < estimate < 2 * peak + grid_settings.BASE_MIB * 2**20, (peak, estimate)
+    base = grid_settings.BASE_MIB[sc.solver.method] * 2**20
+    assert peak < estimate < 2 * peak + base, (peak, estimate)

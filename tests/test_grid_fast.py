@@ -18,7 +18,12 @@ from mfg.divergences import get_f_divergence
 from mfg.grid import Grid
 from mfg.scenario import ScenarioError
 from solvers.grid import solve
-from solvers.grid.back_and_forth import BackAndForth, TerminalDual
+from solvers.grid.back_and_forth import (
+    BackAndForth,
+    TerminalDual,
+    coarse_potential,
+    default_levels,
+)
 from solvers.grid.c_transform import inf_convolution, inf_convolution_brute
 from solvers.grid.entropic import EntropicGrid, glued_plan_cost, log_sum_exp
 from solvers.grid.pushforward import map_plan, match_deficits
@@ -183,6 +188,37 @@ def test_fixed_64_is_certified_to_a_thousandth_around_emd2():
     a, b = res.grid.source.values.ravel() * h, res.grid.target.values.ravel() * h
     exact = ot.emd2(a, b, _dense_cost(grid, sc.T / sc.lam), numItermax=10**8)
     assert m["objective_lower_bound"] <= exact * (1 + 1e-12) <= m["objective"] * (1 + 1e-12)
+    # started from the 32² solution (solver.levels: 1): the 64² bracket is certified from
+    # scratch, so it holds emd2's value too
+    warm = solve(load("mixture_fixed_2d.yaml", "solver.n=64", "solver.nt=4",
+                      "solver.method=bfm", "solver.max_iter=400", "solver.tol=1e-3",
+                      "solver.levels=1"))
+    w = warm.metrics
+    assert warm.status == "converged" and w["coarse_iterations"] > 0
+    assert w["objective_lower_bound"] <= exact * (1 + 1e-12) <= w["objective"] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(("n", "levels"), [
+    ((64, 64), 0), ((128, 128), 0), ((256, 256), 1), ((512, 512), 2), ((512, 256), 1),
+    ((32, 32, 32), 0), ((256,), 1), ((1024,), 3), ((250, 250), 0), ((300, 300), 1),
+    ((257, 257), 0)])
+def test_bfm_warm_starts_from_grids_of_at_least_128_cells(n, levels):
+    assert default_levels(n) == levels
+
+
+def test_warm_start_from_the_coarse_potential_saves_fine_iterations():
+    # 1-D fixed Gaussians on 256 cells, started from the 128-cell potential interpolated: both
+    # runs certify the same tolerance, the warm one in fewer fine iterations
+    sc = load("gaussian_kl_1d.yaml", "solver.n=256", "terminal={kind: fixed}")
+    p = discretize(sc)
+    bfm = BackAndForth(p.grid, p.T / p.lam, p.rho0,
+                       TerminalDual("fixed", p.rho1, p.grid.cell_volume))
+    phi, iterations = coarse_potential(bfm, 1e-3, 300, 1)
+    assert phi.shape == p.grid.n and len(iterations) == 1 and iterations[0] > 0
+    state = bfm.run(1e-3, 300, phi0=phi)
+    cold = bfm.run(1e-3, 300)
+    assert state.converged and cold.converged
+    assert state.iterations < cold.iterations
 
 
 def test_fixed_2d_result_has_the_douglas_rachford_layout(fixed_32):

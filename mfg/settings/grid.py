@@ -22,7 +22,9 @@ class GridSolverConfig:
       objective, the run stops when (upper − lower)/upper <= tol for a dual value (lower) and a
       feasible plan's cost (upper); ``max_iter`` bounds the ascent and, for fixed and KL up to
       128² when the ascent stalls, the entropic polish that takes over
-      (solvers/grid/entropic.py) gets as many again.
+      (solvers/grid/entropic.py) gets as many again. From 256 cells per axis it starts from
+      the same step solved on ``levels`` coarser grids (every axis halved, at least 128 cells;
+      None: as many as that allows, 0: none), whose bracket it then certifies from scratch.
     - ``douglas_rachford`` (the dynamic problem on a staggered grid; the only method for w1 and
       lipschitz_f, the certified dynamic reference for fixed and f): stopped when the KKT
       residual falls under ``tol`` or after ``max_iter`` iterations, with step ``gamma`` (None:
@@ -40,7 +42,8 @@ class GridSolverConfig:
     gamma: float | None = None
     progress: bool = True
     method: str = "bfm"
-    #: coarse-to-fine warm start of Douglas–Rachford (solvers/grid/multilevel.py)
+    #: coarse-to-fine warm start (Douglas–Rachford: solvers/grid/multilevel.py; back-and-forth:
+    #: back_and_forth.coarse_potential)
     levels: int | None = None
 
 
@@ -58,17 +61,19 @@ METHOD_DEFAULTS = {"bfm": (1e-3, 1000), "douglas_rachford": (1e-6, 5000)}
 #: temporaries; measured 31–33 (1-D), 41–43 (2-D), 51–54 (3-D) times nt·N over the terminal
 #: kinds, so 24 + 10·d per nt·N. Back-and-forth (static, plus the path at nt + 1 times): 2-D
 #: 176·N at nt ≤ 8 and 14.5·nt·N at nt = 32, 3-D 291·N at nt = 16, 1-D up to 1021·N at nt = 64,
-#: so 200 + 16·nt per N. BASE_MIB covers fixed costs (1-D back-and-forth: ~10 MiB at any N).
+#: so 200 + 16·nt per N. BASE_MIB covers fixed costs (1-D back-and-forth: ~10 MiB at any N;
+#: back-and-forth adds the path's push-forward plans, at most 2^22 entries of 24 bytes:
+#: solvers/grid/reconstruction.py MAX_PLAN_ENTRIES).
 MEMORY_PER_CELL_STEP = {"douglas_rachford": (0.0, 24.0, 10.0), "bfm": (200.0, 16.0, 0.0)}
-BASE_MIB = 16.0
+BASE_MIB = {"douglas_rachford": 16.0, "bfm": 16.0 + 96.0}
 
 
 def estimate_memory(n: tuple[int, ...], nt: int, method: str) -> float:
     """Bytes a grid run of ``n`` cells and ``nt`` time steps needs at its peak (see
-    MEMORY_PER_CELL_STEP): 8·N·(a + nt·(b + c·d)) + BASE_MIB."""
+    MEMORY_PER_CELL_STEP): 8·N·(a + nt·(b + c·d)) + BASE_MIB[method]."""
     a, b, c = MEMORY_PER_CELL_STEP[method]
     cells = math.prod(n)
-    return 8.0 * cells * (a + nt * (b + c * len(n))) + BASE_MIB * 2**20
+    return 8.0 * cells * (a + nt * (b + c * len(n))) + BASE_MIB[method] * 2**20
 
 
 def available_memory() -> float | None:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from mfg.distributions import Distribution, Samples
 from mfg.divergences import f_divergence_on_grid, get_f_divergence
@@ -258,7 +259,7 @@ def solve(scenario: Scenario) -> Result:
 def solve_bfm(scenario: Scenario) -> Result:
     """Back-and-forth method (solvers/grid/back_and_forth.py) for ``fixed`` and ``f``; status
     "converged" when the certified relative gap of the objective is <= ``solver.tol``."""
-    from solvers.grid.back_and_forth import BackAndForth, TerminalDual
+    from solvers.grid.back_and_forth import BackAndForth, TerminalDual, default_levels
     from solvers.grid.reconstruction import reconstruct
 
     t0 = time.perf_counter()
@@ -267,7 +268,20 @@ def solve_bfm(scenario: Scenario) -> Result:
     terminal = TerminalDual(problem.terminal, problem.rho1, problem.grid.cell_volume,
                             problem.divergence)
     bfm = BackAndForth(problem.grid, problem.T / problem.lam, problem.rho0, terminal)
-    state = bfm.run(cfg.tol, cfg.max_iter)
+    levels = default_levels(problem.grid.n) if cfg.levels is None else cfg.levels
+    # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
+    bar = tqdm(total=cfg.max_iter, disable=None if cfg.progress else True, desc="grid bfm",
+               unit="it")
+
+    def progress(state) -> None:
+        bar.update(state.iterations - bar.n)
+        bar.set_postfix(gap=f"{state.relative_gap:.2e}", polish=state.polish_iterations,
+                        refresh=False)
+
+    try:
+        state = bfm.run_multilevel(cfg.tol, cfg.max_iter, levels, callback=progress)
+    finally:
+        bar.close()
     dataset, metrics = reconstruct(problem, bfm, state)
     return Result(
         solver="grid",
