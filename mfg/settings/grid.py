@@ -24,7 +24,9 @@ class GridSolverConfig:
       128² when the ascent stalls, the entropic polish that takes over
       (solvers/grid/entropic.py) gets as many again. From 256 cells per axis it starts from
       the same step solved on ``levels`` coarser grids (every axis halved, at least 128 cells;
-      None: as many as that allows, 0: none), whose bracket it then certifies from scratch.
+      None: as many as that allows, 0: none), whose bracket it then certifies from scratch;
+      each coarse level runs the ascent alone, to ``tol`` or until it stalls, within
+      ``max_iter`` iterations of its own.
     - ``douglas_rachford`` (the dynamic problem on a staggered grid; the only method for w1 and
       lipschitz_f, the certified dynamic reference for fixed and f): stopped when the KKT
       residual falls under ``tol`` or after ``max_iter`` iterations, with step ``gamma`` (None:
