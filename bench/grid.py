@@ -199,7 +199,7 @@ def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
         CERTIFY_EVERY,
         BackAndForth,
         TerminalDual,
-        default_levels,
+        warm_start_levels,
     )
 
     if args.defaults_size:
@@ -241,7 +241,7 @@ def bfm_section(args, np, fft, ot, load_scenario, discretize) -> None:
                     first[g] = f"{state.iterations},{time.perf_counter() - start:.1f}"
 
         st = BackAndForth(p.grid, p.T / p.lam, p.rho0, term).run_multilevel(
-            args.bfm_tol, args.bfm_max_iter, default_levels(p.grid.n), callback=mark)
+            args.bfm_tol, args.bfm_max_iter, warm_start_levels(p.grid.n), callback=mark)
         t_solve = time.perf_counter() - start
         # memory: a separate 1-iteration run under tracemalloc (which slows numpy down)
         tracemalloc.start()

@@ -22,7 +22,7 @@ from solvers.grid.back_and_forth import (
     BackAndForth,
     TerminalDual,
     coarse_potential,
-    default_levels,
+    warm_start_levels,
 )
 from solvers.grid.c_transform import inf_convolution, inf_convolution_brute
 from solvers.grid.entropic import EntropicGrid, glued_plan_cost, log_sum_exp
@@ -203,7 +203,7 @@ def test_fixed_64_is_certified_to_a_thousandth_around_emd2():
     ((32, 32, 32), 0), ((256,), 1), ((1024,), 3), ((250, 250), 0), ((300, 300), 1),
     ((257, 257), 0)])
 def test_bfm_warm_starts_from_grids_of_at_least_128_cells(n, levels):
-    assert default_levels(n) == levels
+    assert warm_start_levels(n) == levels
 
 
 def test_warm_start_from_the_coarse_potential_saves_fine_iterations():

@@ -389,7 +389,7 @@ class BackAndForth:
         state.converged = state.relative_gap <= tol
 
 
-def default_levels(n: tuple[int, ...]) -> int:
+def warm_start_levels(n: tuple[int, ...]) -> int:
     """Coarse warm-start levels of ``levels: None``: halvings of every axis that keep at least
     WARM_MIN_CELLS cells per axis (256² one, 512² two; none up to 128² and in 3-D at 32³)."""
     levels, m = 0, np.array(n)

@@ -259,7 +259,7 @@ def solve(scenario: Scenario) -> Result:
 def solve_bfm(scenario: Scenario) -> Result:
     """Back-and-forth method (solvers/grid/back_and_forth.py) for ``fixed`` and ``f``; status
     "converged" when the certified relative gap of the objective is <= ``solver.tol``."""
-    from solvers.grid.back_and_forth import BackAndForth, TerminalDual, default_levels
+    from solvers.grid.back_and_forth import BackAndForth, TerminalDual, warm_start_levels
     from solvers.grid.reconstruction import reconstruct
 
     t0 = time.perf_counter()
@@ -268,7 +268,7 @@ def solve_bfm(scenario: Scenario) -> Result:
     terminal = TerminalDual(problem.terminal, problem.rho1, problem.grid.cell_volume,
                             problem.divergence)
     bfm = BackAndForth(problem.grid, problem.T / problem.lam, problem.rho0, terminal)
-    levels = default_levels(problem.grid.n) if cfg.levels is None else cfg.levels
+    levels = warm_start_levels(problem.grid.n) if cfg.levels is None else cfg.levels
     # disable=None: no bar when stderr is not a terminal (CI logs, pipes)
     bar = tqdm(total=cfg.max_iter, disable=None if cfg.progress else True, desc="grid bfm",
                unit="it")
