@@ -22,8 +22,8 @@ class GridSolverConfig:
       objective, the run stops when (upper − lower)/upper <= tol for a dual value (lower) and a
       feasible plan's cost (upper); ``max_iter`` bounds the ascent and, for fixed and KL up to
       128² when the ascent stalls, the entropic polish that takes over
-      (solvers/grid/entropic.py) gets as many again. From 256 cells per axis it starts from
-      the same step solved on ``levels`` coarser grids (every axis halved, at least 128 cells;
+      (solvers/grid/entropic.py) gets as many again. It starts from the same step solved on
+      ``levels`` coarser grids (every axis halved, at least 16 cells;
       None: as many as that allows, 0: none), whose bracket it then certifies from scratch;
       each coarse level runs the ascent alone, to ``tol`` or until it stalls, within
       ``max_iter`` iterations of its own.

@@ -36,16 +36,19 @@ and KL on grids up to POLISH_MAX_WORK, once the ascent stalls (:func:`_stalled`)
 polish takes over (solvers/grid/entropic.py: log-domain Sinkhorn at ε = h²/(4τ), halved when
 it stalls, warm-started from φ; exact c-transforms for the lower bound, a real coupling for the
 upper one); it reaches the discrete potentials the ascent cannot, and the bracket goes under
-1e-3: fixed 64² in 135 ascent + 150 polish iterations (1.8 s; lower ÷ emd2 0.99974, upper
-1.00064), 128² in 132 + 175 (12 s); Gaussian KL 64² in 100 + 100 (1.2 s), 128² in 153 + 50
-(5 s) (two numba threads). The other f kinds have no polish.
+1e-3 (cold starts, ``levels: 0``): fixed 64² in 135 ascent + 150 polish iterations (1.8 s;
+lower ÷ emd2 0.99974, upper 1.00064), 128² in 132 + 175 (12 s); Gaussian KL 64² in 100 + 100
+(1.2 s), 128² in 153 + 50 (5 s) (two numba threads). The other f kinds have no polish.
 
-Large grids start from coarse ones (:func:`coarse_potential`, ``solver.levels``; by default
-every halving that keeps 128 cells per axis): the coarse step's φ, interpolated, is a warm
-start whose bracket the fine grid certifies from scratch. At 512² the fine bracket closes in a
-few iterations (the atoms' floor and the cloud-in-cell spread shrink with h): fixed 4 fine
-iterations after 4 at 256² and 472 at 128² (7 s, against 51 s cold); Gaussian KL 1 after 100
-and 496 (12.5 s, against 142 s).
+Every grid starts from coarser ones (:func:`coarse_potential`, ``solver.levels``; by default
+every halving that keeps 16 cells per axis): the coarse step's φ, interpolated, is a warm start
+whose bracket the fine grid certifies from scratch. At 512² the fine bracket closes in a few
+iterations (the atoms' floor and the cloud-in-cell spread shrink with h); at 64² and 128² the
+warm start is what makes the fields accurate: the ascent's slowest mode (the translation along
+the transport) is solved on the coarse grids, where the bracket alone would have stopped it
+early (Gaussian KL 64², ρ_T 9.9e-4 from the closed form in L1 against 2.1e-3 cold). One
+thread, `bench/grid.py --bfm-only`: fixed 64² 1.2 s (107 fine iterations), 128² 12.4 s
+(107), 256² 4.5 s (12), 512² 7.4 s (4); Gaussian KL 256² 15.9 s, 512² 8.1 s (1).
 """
 
 from __future__ import annotations
@@ -87,8 +90,10 @@ STALL_WINDOW, STALL_RATIO = 24, 0.9
 POLISH_MAX_WORK = 2**24
 #: coarse-to-fine warm start (:func:`coarse_potential`): coarse grids keep at least WARM_MIN_CELLS
 #: cells per axis and run to COARSE_TOL·tol (Gaussian KL: 512² from a 256² potential at a gap of
-#: 1.2e-3 was certified to 1e-3 in one iteration, 396 cold; 256² from 128² in 252 against 536)
-WARM_MIN_CELLS, COARSE_TOL = 128, 1.0
+#: 1.2e-3 was certified to 1e-3 in one iteration, 396 cold; 256² from 128² in 252 against 536).
+#: 16 rather than 128: at 64² the levels 32² and 16² halve ρ_T's L1 to the closed form and the
+#: solve time (Gaussian KL), at 128² they save 30% of it (fixed)
+WARM_MIN_CELLS, COARSE_TOL = 16, 1.0
 #: ... or until their gap stalls over this many iterations (a warm-started ascent can gain less
 #: than 10% in its first STALL_WINDOW iterations and still be far from its floor: Gaussian KL,
 #: a 256² level stopped after 25 iterations left 228 to do at 512²)
@@ -391,7 +396,8 @@ class BackAndForth:
 
 def warm_start_levels(n: tuple[int, ...]) -> int:
     """Coarse warm-start levels of ``levels: None``: halvings of every axis that keep at least
-    WARM_MIN_CELLS cells per axis (256² one, 512² two; none up to 128² and in 3-D at 32³)."""
+    WARM_MIN_CELLS cells per axis (64² two, 512² five, 32³ one; none at 16² or with an odd
+    axis)."""
     levels, m = 0, np.array(n)
     while np.all(m % 2 == 0) and np.all(m // 2 >= WARM_MIN_CELLS):
         levels, m = levels + 1, m // 2
