@@ -16,7 +16,8 @@ from grid_cases import load, moments_1d
 from mfg.analytic import closed_form
 from mfg.divergences import get_f_divergence
 from mfg.grid import Grid
-from mfg.scenario import ScenarioError
+from mfg.results import Result
+from mfg.scenario import Scenario, ScenarioError
 from solvers.grid import solve
 from solvers.grid.back_and_forth import (
     BackAndForth,
@@ -423,7 +424,7 @@ def test_kl_1d_objective_converges_at_second_order():
     assert np.all(orders > 1.8), (errors, orders)
 
 
-def closed_form_l1(sc, res, k: int) -> float:
+def closed_form_l1(sc: Scenario, res: Result, k: int) -> float:
     """Σ h |ρ − ρ*| at time node ``k`` of a 2-D Gaussian KL result, ρ* the closed form's
     Gaussian at that time (means and stds linear in t) on the grid's centres, mass 1."""
     cf = closed_form(sc)
