@@ -49,6 +49,34 @@ def test_closed_form_derivatives_match_autograd(dim):
     torch.testing.assert_close(quad, (hv * eps).sum(dim=1), rtol=1e-10, atol=1e-10)
 
 
+def test_default_quadratic_term_represents_any_quadratic_form_in_r12():
+    """U(x, t) = λ xᵀSx/2 for a symmetric S of full rank 12 (eigenvalues of both signs) is in the
+    default potential's span with the ResNet switched off (A: S's eigenvectors, c: its
+    eigenvalues), so ∇U = λSx and ΔU = λ tr S exactly; OT-Flow's rank min(10, d) cannot hold it
+    (S has 12 nonzero eigenvalues). ``rank`` caps it."""
+    dim, lam = 12, 0.3
+    gen = torch.Generator().manual_seed(4)
+    m = torch.randn(dim, dim, dtype=torch.float64, generator=gen)
+    s = (m + m.T) / 2
+    evals, evecs = torch.linalg.eigh(s)
+    assert bool((evals.abs() > 1e-3).all())
+    pot = Potential(dim, width=4, depth=1, quadratic=True, scale=lam).double()
+    assert tuple(pot.A.shape) == (dim + 1, dim + 1)
+    with torch.no_grad():
+        pot.A.zero_()
+        pot.A[:dim, :dim] = evecs.T
+        pot.c.zero_()
+        pot.c[:dim] = evals
+    x = torch.randn(5, dim, dtype=torch.float64, generator=gen)
+    u, gx, gt, lap = pot.derivatives(x, 0.4, laplacian=True)
+    torch.testing.assert_close(u, lam * 0.5 * ((x @ s) * x).sum(dim=1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, lam * x @ s, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lap, torch.full((5,), lam * float(torch.trace(s)),
+                                               dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    assert float(gt.abs().max()) == 0.0
+    assert tuple(Potential(dim, quadratic=True, rank=10).A.shape) == (10, dim + 1)
+
+
 def quadratic_potential(a: float, lam: float) -> Potential:
     """U(x, t) = λ a |x|²/2 (the ResNet part switched off): v = −a x, so x(t) = e^{−at} x0 and
     log ρ(x_t, t) = log ρ0(x0) + a d t."""

@@ -148,6 +148,18 @@ def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(v).all() for v in state["potential"].values())
 
 
+def test_quadratic_rank_setting_reaches_the_potential(tmp_path):
+    """``solver.quadratic_rank``: None (default) is full rank d + 1, a number caps it, 0 is
+    refused naming the field."""
+    full = Trainer(tiny(tmp_path), torch.device("cpu"), torch.float32)
+    assert tuple(full.potential.A.shape) == (3, 3)
+    capped = Trainer(tiny(tmp_path, "solver.quadratic_rank=1"), torch.device("cpu"),
+                     torch.float32)
+    assert tuple(capped.potential.A.shape) == (1, 3)
+    with pytest.raises(ScenarioError, match="solver.quadratic_rank"):
+        tiny(tmp_path, "solver.quadratic_rank=0")
+
+
 def test_schema_refuses_what_the_solver_cannot_do():
     with pytest.raises(ScenarioError, match="terminal.kind: the neural solver does not"):
         parse_scenario(TINY.replace("{kind: lipschitz_f, f: kl, L: 1.0}", "{kind: fixed}"))

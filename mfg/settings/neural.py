@@ -14,10 +14,10 @@ from mfg.schema import FieldError, Loc, SolverSpec
 @dataclass(frozen=True)
 class NeuralSolverConfig:
     """Potential network U_θ(x, t) (ResNet of ``depth`` blocks of ``width`` units, optional
-    quadratic term) trained for ``max_iter`` Adam steps of ``batch_size`` samples (``antithetic``
-    pairs x, 2m − x for symmetric sources; learning rate ``lr``·``lr_decay``^(k/max_iter)); the
-    potential returned is the exponential moving average of the iterates with decay ``ema``
-    (0: the last iterate);
+    quadratic term of rank ``quadratic_rank``, None: full, d + 1) trained for ``max_iter`` Adam
+    steps of ``batch_size`` samples (``antithetic`` pairs x, 2m − x for symmetric sources;
+    learning rate ``lr``·``lr_decay``^(k/max_iter)); the potential returned is the exponential
+    moving average of the iterates with decay ``ema`` (0: the last iterate);
     characteristics dx/dt = −∇U_θ/λ integrated with torchdiffeq (``method``, ``nt`` steps,
     ``adjoint``).
 
@@ -40,6 +40,7 @@ class NeuralSolverConfig:
     width: int = 128
     depth: int = 2
     quadratic: bool = True
+    quadratic_rank: int | None = None
     method: str = "auto"
     nt: int = 5
     adjoint: bool = False
@@ -81,6 +82,7 @@ class NeuralSolverSpec(SolverSpec):
     width: int = Field(default=_D.width, ge=1)
     depth: int = Field(default=_D.depth, ge=0)
     quadratic: bool = _D.quadratic
+    quadratic_rank: int | None = Field(default=_D.quadratic_rank, ge=1)
     method: Literal["auto", "euler", "midpoint", "rk4", "dopri5"] = _D.method
     nt: int = Field(default=_D.nt, ge=1)
     adjoint: bool = _D.adjoint

@@ -11,9 +11,6 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-#: rank of the quadratic term of the potential (at most d + 1)
-QUADRATIC_RANK = 10
-
 
 def log_cosh(s: torch.Tensor) -> torch.Tensor:
     """log cosh(s) = |s| + log(1 + e^{−2|s|}) − log 2: smooth, its derivative is tanh (OT-Flow)."""
@@ -26,13 +23,21 @@ class Potential(nn.Module):
 
     N is a ResNet with log-cosh activation: h_0 = σ(K_0 z + b_0),
     h_{i+1} = h_i + σ(K_i h_i + b_i)/depth. The quadratic term (``quadratic``) has rank
-    min(d + 1, QUADRATIC_RANK) with coefficients c_k of either sign, so Gaussian-to-Gaussian
+    ``rank`` (None: d + 1, full) with coefficients c_k of either sign, so Gaussian-to-Gaussian
     potentials (quadratic in x) are representable. ``scale`` = λ makes the network learn the
     velocity potential U/λ, whose size does not depend on λ. U = 0 at initialization.
+
+    Why full rank by default (OT-Flow takes min(10, d)): a target on a k-dimensional plane of
+    R^d needs the d − k directions off it contracted and any quadratic form in the other k, which
+    the term holds exactly only when its rank allows; with rank 10 in R^12 the ResNet has to make
+    up for it. Measured on the pinwheel zero-padded into R^12 (lipschitz_f, 4,000 iterations,
+    seeds 0-2, Sinkhorn divergence against a floor of 5.6e-3): 1.60e-2, 1.58e-2, 2.12e-2 at rank
+    10, 1.35e-2, 1.77e-2, 1.73e-2 at full rank (13); a gain within the spread over seeds.
+    The term costs O(d·rank) per sample against O(d·width) for the opening layer.
     """
 
     def __init__(self, dim: int, width: int = 64, depth: int = 2, quadratic: bool = True,
-                 scale: float = 1.0):
+                 scale: float = 1.0, rank: int | None = None):
         super().__init__()
         self.dim = dim
         self.scale = float(scale)
@@ -42,7 +47,7 @@ class Potential(nn.Module):
         self.b = nn.Linear(dim + 1, 1)
         self.quadratic = quadratic
         if quadratic:
-            rank = min(dim + 1, QUADRATIC_RANK)
+            rank = dim + 1 if rank is None else min(dim + 1, rank)
             self.A = nn.Parameter(torch.randn(rank, dim + 1) / math.sqrt(dim + 1))
             self.c = nn.Parameter(torch.zeros(rank))
         nn.init.zeros_(self.w.weight)  # U = 0 at start: the flow starts at rest

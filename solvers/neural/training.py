@@ -134,7 +134,7 @@ class Trainer:
         self.dim, self.lam, self.T = scenario.dim, scenario.lam, scenario.T
         torch.manual_seed(scenario.seed)
         self.potential = Potential(self.dim, cfg.width, cfg.depth, cfg.quadratic,
-                                   scale=self.lam).to(device, dtype)
+                                   scale=self.lam, rank=cfg.quadratic_rank).to(device, dtype)
         self.opt = torch.optim.Adam(self.potential.parameters(), lr=cfg.lr)
         # the iterate average the run returns (``ema``), a copy kept out of the optimizer
         self.average = (copy.deepcopy(self.potential).requires_grad_(False)
