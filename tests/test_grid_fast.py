@@ -278,7 +278,11 @@ def test_terminal_density_solves_the_first_order_condition(f):
 def static_reference(sc) -> float:
     """min over ρ_T of W2²(ρ0, ρ_T)/(2τ) + D_f(ρ_T‖π) on the grid atoms, independently of the
     solver: POT's exact emd2 (with its dual potential as gradient) and L-BFGS over a softmax
-    parametrization of ρ_T. Its value is an upper estimate of the optimum."""
+    parametrization of ρ_T, restarted from its own answer until the value stops falling.
+    Its value is that of a feasible ρ_T, an upper estimate of the optimum. One pass is not
+    enough: L-BFGS-B stops at a kink of emd2 with its curvature memory spoiled (js, n = 64:
+    0.81883 after one pass, 0.81121 after a restart, above the solver's certified lower bound
+    and below its upper; scipy 1.18.1, POT 0.9.7)."""
     p = discretize(sc)
     h, tau = p.grid.cell_volume, p.T / p.lam
     pts = p.grid.mesh().reshape(-1, p.grid.dim)
@@ -293,9 +297,14 @@ def static_reference(sc) -> float:
         grad = log["v"] / (2 * tau) + div.df(b / (h * pi))
         return val, b * (grad - np.dot(b, grad))
 
-    res = scipy.optimize.minimize(value, np.log(pi * h), jac=True, method="L-BFGS-B",
-                                  options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12})
-    return float(res.fun)
+    z, best = np.log(pi * h), np.inf
+    for _ in range(20):
+        res = scipy.optimize.minimize(value, z, jac=True, method="L-BFGS-B",
+                                      options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-12})
+        if res.fun >= best - 1e-12 * abs(best):
+            break
+        z, best = res.x, float(res.fun)
+    return best
 
 
 @pytest.mark.parametrize("f", ["kl", "reverse_kl", "chi2", "js", "alpha"])
@@ -314,8 +323,9 @@ def test_f_kinds_bounds_bracket_an_independent_static_solve(f):
 def test_kl_2d_polish_brackets_an_independent_static_solve():
     # on 16² the ascent stalls well above 3e-3; the entropic polish (unbalanced g-step) takes the
     # bracket under 3e-3 (its floor there, the entropic bias: 2.4e-3; 32² reaches 8e-4), and
-    # its lower bound is under the independent solve's value (a feasible one, 5e-4 above our
-    # certified upper bound here: L-BFGS stops early on the nonsmooth emd2) and its plan is no worse
+    # its lower bound is under the independent solve's value (a feasible one, 9.5e-4 above our
+    # upper bound here even with restarts: L-BFGS stalls on the nonsmooth emd2) and its plan is
+    # no worse
     sc = load("gaussian_kl_2d.yaml", "solver.n=16", "solver.nt=2", "solver.method=bfm",
               "solver.max_iter=400", "solver.tol=3e-3")
     res = solve(sc)
