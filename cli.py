@@ -2,7 +2,7 @@
 
     python cli.py solve scenarios/quickstart.yaml [--out PATH] [--set key=value ...] [--quiet]
                         [--device cpu|cuda] [--resume] [--check]
-    python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic
+    python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic|--target
     python cli.py show RESULT.h5                   python cli.py list
     python cli.py plot RESULT.h5 [-o PNG]
     python cli.py study convergence SCENARIO [--n 32,64,128] [--nt 8,16,32] [-o PNG]
@@ -270,15 +270,18 @@ def json_safe(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mfg.compare import CompareError, compare, compare_with_closed_form
+    from mfg.compare import CompareError, compare, compare_with_closed_form, compare_with_target
 
-    if args.analytic == (args.b is not None):
-        raise CliError("compare needs exactly one of B.h5 and --analytic")
+    if (args.b is not None) + args.analytic + args.target != 1:
+        raise CliError("compare needs exactly one of B.h5, --analytic and --target")
     a = read(args.a)
     try:
         if args.analytic:
             table = compare_with_closed_form(a, stored_scenario(a, args.a))
             header = [("a", args.a), ("exact", "closed form")]
+        elif args.target:
+            table = compare_with_target(a, stored_scenario(a, args.a))
+            header = [("a", args.a), ("target", "the scenario's target")]
         else:
             table = compare(a, read(args.b))
             header = [("a", args.a), ("b", args.b)]
@@ -918,10 +921,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "path, then stop (solve nothing, write nothing)")
     p.set_defaults(func=cmd_solve)
 
-    p = sub.add_parser("compare", help="compare two results, or one with the closed form")
+    p = sub.add_parser("compare", help="compare two results, or one with the closed form or "
+                       "its target")
     p.add_argument("a", help="result file")
     p.add_argument("b", nargs="?", help="reference result file")
     p.add_argument("--analytic", action="store_true", help="compare A with its closed form")
+    p.add_argument("--target", action="store_true", help="A's terminal law against its target "
+                   "(debiased Sinkhorn; exact cell measures for grid results)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 

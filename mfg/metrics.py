@@ -87,12 +87,14 @@ def _backend(pairs: int) -> str:
 
 
 def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2,
-                        scaling: float = SINKHORN_SCALING) -> float:
+                        scaling: float = SINKHORN_SCALING, a: Any = None,
+                        b: Any = None) -> float:
     """Debiased Sinkhorn divergence S_ε(α, β) = OT_ε(α, β) − ½OT_ε(α, α) − ½OT_ε(β, β) between
-    the empirical measures α, β of samples x (n, d) and y (m, d), with cost |x − y|^p/p and
-    ε = blur^p.
+    the discrete measures α = Σ_i a_i δ_{x_i} and β = Σ_j b_j δ_{y_j} of points x (n, d) and
+    y (m, d), with cost |x − y|^p/p and ε = blur^p. The weights a (n,) and b (m,) sum to 1;
+    None: uniform (the empirical measures of samples).
 
-    geomloss ``SamplesLoss("sinkhorn", p, blur, debias=True, scaling)``, float64 on the samples'
+    geomloss ``SamplesLoss("sinkhorn", p, blur, debias=True, scaling)``, float64 on the points'
     device (numpy arrays are taken as CPU tensors). ``scaling`` is the ratio of geomloss's
     ε-annealing schedule (diameter^p down to blur^p): the closer to 1, the more iterations and
     the closer to the converged S_ε. geomloss's own default, 0.5, stops far from it: for two
@@ -108,7 +110,12 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2,
                                            scaling=scaling, backend=_backend(len(xt) * len(yt)))
     # KeOps announces each formula it compiles on stdout: not ours to print
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        return float(loss(xt, yt))
+        if a is None and b is None:
+            return float(loss(xt, yt))
+        at, bt = (torch.full((len(z),), 1.0 / len(z), dtype=torch.float64, device=xt.device)
+                  if w is None else torch.as_tensor(w, dtype=torch.float64, device=xt.device)
+                  for z, w in ((xt, a), (yt, b)))
+        return float(loss(at, xt, bt, yt))
 
 
 def _kernel(d2: np.ndarray, kernel: str, bandwidth: float) -> np.ndarray:

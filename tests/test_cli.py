@@ -146,9 +146,26 @@ def test_compare_needs_one_reference(
 ) -> None:
     a, b = two_results
     assert run(capsys, "compare", str(a))[0] == 2
-    rc, _, err = run(capsys, "compare", str(a), str(b), "--analytic")
-    assert rc == 2
-    assert_one_line_error(err)
+    for extra in ([str(b), "--analytic"], [str(b), "--target"], ["--analytic", "--target"]):
+        rc, _, err = run(capsys, "compare", str(a), *extra)
+        assert rc == 2
+        assert_one_line_error(err)
+
+
+def test_compare_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``compare A --target``: terminal samples of the quickstart's target moved by δ = (0.4, 0)
+    against fresh target draws from A's stored scenario: S_ε ≈ |δ|²/2 = 0.08 up to the floor."""
+    from mfg.scenario import parse_scenario
+
+    text = QUICKSTART.read_text()
+    y = parse_scenario(text).target.sample(800, np.random.default_rng(11))
+    path = write_result(Result("neural", "converged", text, {},
+                               samples={"terminal": y + np.array([0.4, 0.0])}), tmp_path / "a.h5")
+    rc, out, _ = run(capsys, "compare", str(path), "--target", "--json")
+    assert rc == 0
+    table = json.loads(out)
+    assert 0 < table["sinkhorn_floor"] < 0.02
+    assert abs(table["sinkhorn_to_target"] - 0.08) < 3 * table["sinkhorn_floor"], table
 
 
 @pytest.mark.parametrize("command", ["show", "plot", "compare"])

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 
 import mfg.results as results
-from mfg.compare import CompareError, compare, compare_with_closed_form
+from mfg.compare import CompareError, compare, compare_with_closed_form, compare_with_target
 from mfg.provenance import git_revision, versions
 from mfg.results import Result, ResultFileError, read_result, write_result
 
@@ -318,3 +318,67 @@ def test_no_closed_form() -> None:
     scenario.name = "none"
     with pytest.raises(CompareError, match="has no closed form"):
         compare_with_closed_form(make_result(1), scenario)
+
+
+# ----------------------------------------------------------------------------------------------
+# compare_with_target: S_ε of a translation by δ is |δ|²/2 exactly (tests/test_metrics.py)
+
+
+def bump(x: np.ndarray, centre: tuple[float, float], std: float) -> np.ndarray:
+    mesh = np.stack(np.meshgrid(x, x, indexing="ij"), axis=-1)
+    return np.exp(-0.5 * np.sum((mesh - np.array(centre)) ** 2, axis=-1) / std**2)
+
+
+def test_compare_with_target_on_cells() -> None:
+    """ρ_T = the target moved by 2 cells (δ = 0.5) along x1, both well inside the grid: the
+    exact cell measures give S_ε = δ²/2 = 0.125 and E|x|²(ρ_T) − E|x|²(π) = 2δ·m1 + δ² (m1 the
+    target's mean on the cells, about −0.5), with no sampling floor."""
+    edges = np.linspace(-3.0, 3.0, 25)
+    x = 0.5 * (edges[1:] + edges[:-1])
+    target = bump(x, (-0.5, 0.0), 0.5)
+    rho_T = np.roll(target, 2, axis=0)  # what wraps round is below 1e-10
+    source = bump(x, (0.0, 0.0), 1.0)
+    rho = np.stack([source, rho_T])
+    coords = {"t": [0.0, 1.0], "x1": x, "x2": x}
+    grid = xr.Dataset({"rho": (("t", "x1", "x2"), rho), "target": (("x1", "x2"), target),
+                       "source": (("x1", "x2"), source)}, coords=coords)
+    result = Result(solver="grid", status="converged", scenario_text="", settings={}, grid=grid)
+    table = compare_with_target(result, fake_scenario(2))
+    assert table["sinkhorn_to_target"] == pytest.approx(0.125, rel=2e-3)
+    assert table["sinkhorn_floor"] == 0.0
+    m1 = float(np.sum(target.sum(axis=1) * x) / target.sum())  # −0.5 up to the grid's cut
+    assert abs(m1 + 0.5) < 1e-5
+    assert table["a.second_moment"] - table["target.second_moment"] == pytest.approx(
+        2 * 0.5 * m1 + 0.25, rel=1e-8)  # the rows rolled round carry ~1e-10
+    assert table["sinkhorn_source_to_target"] > 0.125
+
+
+class ShiftedGaussian:
+    """N(m, I) in 2-D, the sampler a scenario's source or target exposes."""
+
+    def __init__(self, mean: tuple[float, float]) -> None:
+        self.mean = np.array(mean)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.normal(size=(n, 2)) + self.mean
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_compare_with_target_on_samples(shift: float) -> None:
+    """Terminal samples of the target moved by δ: S_ε ≈ δ²/2 up to the sampling floor (two
+    fresh target draws, reported beside it)."""
+    scenario = types.SimpleNamespace(target=ShiftedGaussian((1.0, 0.0)),
+                                     source=ShiftedGaussian((-2.0, 0.0)))
+    x = scenario.target.sample(500, np.random.default_rng(7)) + np.array([shift, 0.0])
+    result = Result(solver="neural", status="converged", scenario_text="", settings={},
+                    samples={"terminal": x})
+    table = compare_with_target(result, scenario)
+    floor = table["sinkhorn_floor"]
+    assert 0 < floor < 0.05
+    assert abs(table["sinkhorn_to_target"] - shift**2 / 2) < 3 * floor
+    assert table["sinkhorn_source_to_target"] == pytest.approx(4.5, rel=0.05)  # |δ|²/2, δ = 3
+
+
+def test_compare_with_target_needs_a_terminal_law() -> None:
+    with pytest.raises(CompareError, match="neither terminal samples"):
+        compare_with_target(make_result(1, samples=False), fake_scenario(1))
