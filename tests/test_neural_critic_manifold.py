@@ -33,7 +33,7 @@ def off_plane(n: int, dim: int, sigma: float, rng: np.random.Generator) -> tuple
 
 def trained_w1(activation: str, dim: int, sigma: float, steps: int = 600) -> float:
     """W1 estimate E_P φ − E_Q φ on 20,000 fresh points after ``steps`` Adam steps of the critic
-    (batch 512, learning rate, betas and gradient penalty weight 10 of the solver's defaults)."""
+    (batch 512; learning rate, betas and gradient penalty weight 10 of the solver's defaults)."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     critic = Critic(dim, L=1.0, width=64, depth=2, activation=activation)

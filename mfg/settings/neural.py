@@ -47,7 +47,7 @@ class NeuralSolverConfig:
     rtol: float = 1e-5
     atol: float = 1e-5
     divergence: str = "auto"
-    batch_size: int = 512
+    batch_size: int = 1024
     antithetic: bool = True
     max_iter: int = 2000
     lr: float = 5e-3
