@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from mfg.metrics import Measure, sinkhorn_divergence, uniform, w2
+from mfg.metrics import EVAL_BLUR, EVAL_P, Measure, sinkhorn_divergence, uniform, w2
 from mfg.results import Result
 
 if TYPE_CHECKING:
@@ -55,8 +55,6 @@ W2_MAX_SAMPLES = 2000
 W2_SEED = 0
 #: largest grid support used as an exact discrete measure in W2
 W2_MAX_CELLS = 10_000
-#: Sinkhorn settings of :func:`compare_with_target` (those of every family's sinkhorn_to_target)
-TARGET_BLUR, TARGET_P = 0.05, 2
 #: seed of the fresh target and source draws of :func:`compare_with_target`
 TARGET_SEED = 0
 #: cells per axis of the closed-form density built for results that have no grid
@@ -453,7 +451,7 @@ def compare_with_target(a: Result, scenario: Scenario, seed: int = TARGET_SEED) 
         y, y2, x0 = (scenario.target.sample(len(x), rng), scenario.target.sample(len(x), rng),
                      scenario.source.sample(len(x), rng))
         rho_t, pi, rho_0 = uniform(x), uniform(y), uniform(x0)
-        floor = sinkhorn_divergence(y2, y, blur=TARGET_BLUR, p=TARGET_P)
+        floor = sinkhorn_divergence(y2, y, blur=EVAL_BLUR, p=EVAL_P)
     elif a.grid is not None and {"rho", "target", "source"} <= set(a.grid.data_vars):
         rho_t, pi, rho_0 = (cell_measure(final_snapshot(a.grid[k])[0])
                             for k in ("rho", "target", "source"))
@@ -462,11 +460,11 @@ def compare_with_target(a: Result, scenario: Scenario, seed: int = TARGET_SEED) 
         raise CompareError("A has neither terminal samples nor rho, target and source on a grid")
     if rho_t[0].shape[1] != pi[0].shape[1]:
         raise CompareError("A's terminal law and its scenario's target differ in dimension")
-    table["sinkhorn_to_target"] = sinkhorn_divergence(rho_t[0], pi[0], blur=TARGET_BLUR,
-                                                      p=TARGET_P, a=rho_t[1], b=pi[1])
+    table["sinkhorn_to_target"] = sinkhorn_divergence(rho_t[0], pi[0], blur=EVAL_BLUR,
+                                                      p=EVAL_P, a=rho_t[1], b=pi[1])
     table["sinkhorn_floor"] = floor
     table["sinkhorn_source_to_target"] = sinkhorn_divergence(
-        rho_0[0], pi[0], blur=TARGET_BLUR, p=TARGET_P, a=rho_0[1], b=pi[1])
+        rho_0[0], pi[0], blur=EVAL_BLUR, p=EVAL_P, a=rho_0[1], b=pi[1])
     table[f"{labels[0]}.second_moment"] = _second_moment(rho_t)
     table[f"{labels[1]}.second_moment"] = _second_moment(pi)
     return table

@@ -17,6 +17,8 @@ import numpy as np
 
 Measure = tuple[np.ndarray, np.ndarray]  # points (n, d), weights (n,) summing to 1
 
+#: blur and p of the ``sinkhorn_to_target`` metric every family reports (the seed paper's)
+EVAL_BLUR, EVAL_P = 0.05, 2
 #: geomloss's ε-scaling ratio for :func:`sinkhorn_divergence` (its own default, 0.5, is biased low)
 SINKHORN_SCALING = 0.9
 #: n·m above which :func:`sinkhorn_divergence` uses KeOps (geomloss ``online``) when it can

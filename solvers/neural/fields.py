@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from mfg.metrics import sinkhorn_divergence
+from mfg.metrics import EVAL_BLUR, EVAL_P, sinkhorn_divergence
 from solvers.neural.dynamics import Dynamics, integrate
 from solvers.neural.likelihood import LikelihoodTrainer, data_metrics, inversion_error
 from solvers.neural.terminal import critic_objective
@@ -27,8 +27,6 @@ from solvers.neural.training import Trainer, rademacher
 CHUNK = 8192
 #: largest number of trajectory points used for the HJ residual metric
 HJ_POINTS = 1000
-#: Sinkhorn settings of the reported ``sinkhorn_to_target`` metric (the seed paper's)
-METRIC_BLUR, METRIC_P = 0.05, 2
 
 
 def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -80,7 +78,7 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     if res is not None:
         metrics["terminal_residual"] = res
     metrics["sinkhorn_to_target"] = sinkhorn_divergence(
-        x_t.detach().cpu().double(), torch.as_tensor(y_np), blur=METRIC_BLUR, p=METRIC_P)
+        x_t.detach().cpu().double(), torch.as_tensor(y_np), blur=EVAL_BLUR, p=EVAL_P)
     samples = {
         "terminal": x_t.detach().cpu().numpy().astype(np.float64),
         "trajectories": xs[:, : cfg.n_trajectories].detach().cpu().numpy().astype(np.float64),

@@ -9,13 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mfg.metrics import mmd2, sinkhorn_divergence
+from mfg.metrics import EVAL_BLUR, EVAL_P, mmd2, sinkhorn_divergence
 
 Tensor = torch.Tensor
-
-#: the Sinkhorn divergence every history and ``sinkhorn_to_target`` use (mfg.metrics)
-EVAL_BLUR = 0.05
-EVAL_P = 2
 
 
 def torch_device(name: str) -> torch.device:
