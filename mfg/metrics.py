@@ -88,7 +88,7 @@ def _backend(pairs: int) -> str:
     return "online"
 
 
-def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2,
+def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P,
                         scaling: float = SINKHORN_SCALING, a: Any = None,
                         b: Any = None) -> float:
     """Debiased Sinkhorn divergence S_ε(α, β) = OT_ε(α, β) − ½OT_ε(α, α) − ½OT_ε(β, β) between
@@ -110,13 +110,11 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = 0.05, p: int = 2,
     yt = torch.as_tensor(y, dtype=torch.float64, device=xt.device)
     loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True,
                                            scaling=scaling, backend=_backend(len(xt) * len(yt)))
+    at, bt = (torch.full((len(z),), 1.0 / len(z), dtype=torch.float64, device=xt.device)
+              if w is None else torch.as_tensor(w, dtype=torch.float64, device=xt.device)
+              for z, w in ((xt, a), (yt, b)))
     # KeOps announces each formula it compiles on stdout: not ours to print
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        if a is None and b is None:
-            return float(loss(xt, yt))
-        at, bt = (torch.full((len(z),), 1.0 / len(z), dtype=torch.float64, device=xt.device)
-                  if w is None else torch.as_tensor(w, dtype=torch.float64, device=xt.device)
-                  for z, w in ((xt, a), (yt, b)))
         return float(loss(at, xt, bt, yt))
 
 

@@ -24,10 +24,12 @@ def w1_cdf(a: np.ndarray, b: np.ndarray, dx: float) -> float:
     return float(np.sum(np.abs(np.cumsum(a) - np.cumsum(b))) * dx * dx)
 
 
-def test_w1_1d_matches_the_quantile_solution_and_converges():
-    L = 0.5
+def w1_relative_errors(levels: tuple[tuple[int, int], ...], L: float = 0.5) -> list[float]:
+    """W1(ρ_T, exact ρ_T) / W1(ρ0, exact ρ_T) of the 1-D Gaussian case with the W1 terminal cost
+    at each (n, nt), the exact ρ_T from its quantile solution; checks the Lipschitz bound and mass
+    on the way."""
     rel = []
-    for n, nt in ((32, 8), (64, 16), (128, 32)):
+    for n, nt in levels:
         sc = load("gaussian_kl_1d.yaml", f"terminal={{kind: w1, L: {L}}}", f"solver.n={n}",
                   f"solver.nt={nt}", "solver.max_iter=4000", "solver.tol=1e-8")
         res = solve(sc)
@@ -44,6 +46,17 @@ def test_w1_1d_matches_the_quantile_solution_and_converges():
         # the potential is L-Lipschitz and is U(·, T) up to a constant
         assert res.metrics["lipschitz_constant"] <= L * (1 + 1e-3)
         assert res.metrics["mass_error"] < 1e-10
+    return rel
+
+
+def test_w1_1d_matches_the_quantile_solution():
+    rel = w1_relative_errors(((32, 8), (64, 16)))
+    assert rel[1] < 0.02 and rel[0] > rel[1], rel
+
+
+@pytest.mark.slow
+def test_w1_1d_quantile_error_falls_under_refinement():
+    rel = w1_relative_errors(((32, 8), (64, 16), (128, 32)))
     assert rel[1] < 0.02 and rel[2] < 0.02, rel
     assert rel[0] > rel[1] > rel[2], rel
 
@@ -51,9 +64,10 @@ def test_w1_1d_matches_the_quantile_solution_and_converges():
 def test_lipschitz_kl_tends_to_the_kl_closed_form_as_L_grows():
     cf = closed_form(load("gaussian_kl_1d.yaml"))
     errors = []
+    # 32 cells: errors 1.004, 0.503, 1.0e-3 (64 cells: 1.004, 0.503, 1.9e-4; bound 6.6e-3)
     for L in (0.5, 1.0, 4.0):
         sc = load("gaussian_kl_1d.yaml", f"terminal={{kind: lipschitz_f, f: kl, L: {L}}}",
-                  "solver.n=64", "solver.nt=16", "solver.max_iter=3000")
+                  "solver.n=32", "solver.nt=8", "solver.max_iter=3000")
         res = solve(sc)
         mean, std = moments_1d(res.grid.rho.values[-1], res.grid.x1.values)
         errors.append(abs(mean - cf.mT[0]) + abs(std - cf.sT[0]))
@@ -66,9 +80,9 @@ def test_lipschitz_kl_tends_to_the_kl_closed_form_as_L_grows():
 
 def test_lipschitz_kl_over_L_tends_to_w1_as_L_shrinks():
     ratios = []
-    for L in (0.2, 0.05):
+    for L in (0.2, 0.05):  # 32 cells: the ratios equal 64 cells' to 1e-6
         sc = load("gaussian_kl_1d.yaml", f"terminal={{kind: lipschitz_f, f: kl, L: {L}}}",
-                  "solver.n=64", "solver.nt=16", "solver.max_iter=3000")
+                  "solver.n=32", "solver.nt=8", "solver.max_iter=3000")
         res = solve(sc)
         dx = float(res.grid.x1[1] - res.grid.x1[0])
         w1 = w1_cdf(res.grid.rho.values[-1], res.grid.target.values, dx)
