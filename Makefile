@@ -27,10 +27,10 @@ demo: $(STAMP)
 	$(PY) cli.py plot results/quickstart.h5 -o results/quickstart.png
 	@echo "wrote results/quickstart.h5 and results/quickstart.png"
 
+# Two pytest-xdist workers, one per core, each with one BLAS/numba thread (tests/conftest.py
+# pins torch to one): the suite in about half the wall time of one process.
 test: $(STAMP)
 	$(PY) -m ruff check .
-	# two pytest-xdist workers, one per core, each with one BLAS/numba thread (tests/conftest.py
-	# pins torch to one): the suite in about half the wall time of one process
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
 		$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
