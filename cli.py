@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -578,6 +579,8 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
     embeddings = name_list(args.embedding, EMBEDDINGS, "--embedding")
     if args.seeds < 1:
         raise CliError(f"--seeds: expected a number of seeds >= 1, got {args.seeds}")
+    if args.draws < 1:
+        raise CliError(f"--draws: expected a number of target draws >= 1, got {args.draws}")
     methods = [base.terminal.kind] + ([] if args.baselines == "none" else [args.baselines])
     if len(set(methods)) < len(methods):
         raise CliError(f"--baselines: the scenario's own terminal kind is {methods[0]}")
@@ -689,15 +692,26 @@ def cached_metrics(path: Path, stamp: dict[str, Any],
     return metrics
 
 
-def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any]
+def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws: int
                  ) -> tuple[dict[str, Any], Any]:
-    """The table row of one run (mfg.manifold metrics on its terminal samples against fresh
-    target draws; floors cached per dim, embedding, seed and size, the plane floor per seed and
-    size: the draws' plane coordinates do not depend on d) and its samples' plane coordinates
-    (None when it diverged)."""
+    """The table row of one run: mfg.manifold metrics on its terminal samples against ``draws``
+    independent target draws, each Sinkhorn figure and its floor the mean over the draws
+    (mfg.manifold.mean_over_draws; the k-th figure against the k-th draw's floor); and its
+    samples' plane coordinates with those of draw 0 (None when it diverged). Every measure is
+    cached per draw (draw 0 under the names of single-draw studies, draw k as ``..._k<k>``), so
+    a study with more draws computes only the new ones; floors are kept per dim, embedding, seed,
+    size and draw, the plane floor per seed, size and draw (the draws' plane coordinates do not
+    depend on d)."""
     import numpy as np
 
-    from mfg.manifold import floor_metrics, plane_basis, sample_metrics, target_draws
+    from mfg.manifold import (
+        DRAW_KEYS,
+        floor_metrics,
+        mean_over_draws,
+        plane_basis,
+        sample_metrics,
+        target_draws,
+    )
 
     sc = run.scenario
     x = result.samples.get("terminal")
@@ -707,27 +721,36 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any]
     n = len(x) if x is not None else getattr(sc.solver, "eval_samples", 5000)
     q = plane_basis(sc.dim, sc.target.embedding, sc.target.embedding_seed)
     device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
-    y1, y2 = target_draws(sc.target, n, sc.seed)
-    key, plane_key = (run.dim, run.embedding, run.seed, n), ("plane", run.seed, n)
-    draws = hashlib.sha256(np.ascontiguousarray(y1).tobytes()
-                           + np.ascontiguousarray(y2).tobytes()).hexdigest()
-    if key not in floors:
-        floors[key] = cached_metrics(
-            run.path.with_name(f"floors_d{run.dim}_{run.embedding}_s{run.seed}_n{n}.json"),
-            {"draws": draws},
-            lambda: floor_metrics(y1, y2, q, device, floors.get(plane_key)))
-        floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
-    samples = cached_metrics(
-        run.path.with_suffix(".metrics.json"), {"result": file_digest(run.path), "draws": draws},
-        lambda: sample_metrics(x if x is not None else np.full((n, sc.dim), np.nan), y1, q,
-                               device))
+    digest = file_digest(run.path)
+    measured = x if x is not None else np.full((n, sc.dim), np.nan)
+    per_floor, per_sample = [], []
+    for k in range(draws):
+        y1, y2 = target_draws(sc.target, n, sc.seed, k)
+        tag = f"_k{k}" if k else ""
+        key, plane_key = (run.dim, run.embedding, run.seed, n, k), ("plane", run.seed, n, k)
+        stamp = {"draws": hashlib.sha256(np.ascontiguousarray(y1).tobytes()
+                                         + np.ascontiguousarray(y2).tobytes()).hexdigest()}
+        if key not in floors:
+            name = f"floors_d{run.dim}_{run.embedding}_s{run.seed}_n{n}{tag}.json"
+            floors[key] = cached_metrics(
+                run.path.with_name(name), stamp,
+                partial(floor_metrics, y1, y2, q, device, floors.get(plane_key)))
+            floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
+        per_floor.append(floors[key])
+        per_sample.append(cached_metrics(
+            run.path.with_suffix(f".metrics{tag}.json"), stamp | {"result": digest},
+            partial(sample_metrics, measured, y1, q, device)))
+        if k == 0:
+            y_plane = y1 @ q
     nan = float("nan")
     row = {"name": sc.name, "dim": run.dim, "embedding": run.embedding, "seed": run.seed,
-           "method": run.method, "status": status, **samples, **floors[key], "n_samples": n,
+           "method": run.method, "status": status,
+           **per_sample[0], **mean_over_draws(per_sample, DRAW_KEYS),
+           **mean_over_draws(per_floor), "n_samples": n, "draws": draws,
            "wall_time_s": float(result.wall_time_s) if status != "diverged" else nan}
     for k in ("kinetic_energy", "hj_residual", "terminal_residual"):
         row[k] = float(result.metrics.get(k, nan)) if status != "diverged" else nan
-    return row, None if x is None else (x @ q, y1 @ q)
+    return row, None if x is None else (x @ q, y_plane)
 
 
 def manifold_command(args: argparse.Namespace, out: Path) -> str:
@@ -735,7 +758,8 @@ def manifold_command(args: argparse.Namespace, out: Path) -> str:
     import shlex
 
     parts = ["cli.py", "study", "manifold", args.scenario, "--dims", args.dims, "--embedding",
-             args.embedding, "--seeds", str(args.seeds), "--baselines", args.baselines]
+             args.embedding, "--seeds", str(args.seeds), "--draws", str(args.draws),
+             "--baselines", args.baselines]
     for item in args.set:
         parts += ["--set", item]
     parts += ["-o", str(out)]
@@ -759,7 +783,8 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"{'floor':<9} {'sinkhorn on plane':<29} {'floor':<9} {'dist mean':<9} "
             f"{'dist rms':<9} {'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
     print("study manifold: mean [min–max] over seeds (ok: runs that did not diverge / runs; "
-          "statistics over the ones that did not)")
+          "statistics over the ones that did not); each run's Sinkhorn figures and floors: "
+          f"means over {rows[0]['draws']} target draws")
     print(head)
     for g in summary:
         print(f"{g['method']:<12} {g['embedding']:<9} {g['dim']:>4} "
@@ -854,7 +879,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     for i, run in enumerate(runs, 1):
         start = time.perf_counter()
         result, how = solve_or_reuse(run)
-        row, planes = manifold_row(run, result, floors)
+        row, planes = manifold_row(run, result, floors, args.draws)
         rows.append(row)
         if run.dim == top and run.embedding == top_embedding and planes is not None:
             scatter.setdefault(run.method, planes)  # the first seed that did not diverge
@@ -869,7 +894,8 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     attrs = {"study": "manifold", "scenario": base.text, "command": manifold_command(args, out),
              "versions": json.dumps(versions(), sort_keys=True),
              "git_revision": git_revision(REPO_DIR), "runs_folder": str(runs_dir),
-             "spread": "min-max over seeds", "sinkhorn": "debiased, p=2, blur=0.05"}
+             "spread": "min-max over seeds", "sinkhorn": "debiased, p=2, blur=0.05",
+             "draws": args.draws}
     write_table(columns, attrs, out)
     summary = print_manifold_summary(rows)
     methods = list(dict.fromkeys(r.method for r in runs))
@@ -897,6 +923,8 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mfg.manifold import DRAWS as MANIFOLD_DRAWS
+
     parser = argparse.ArgumentParser(
         prog="cli.py", description="proxflow: generative flows as mean-field games"
     )
@@ -958,6 +986,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", default="pad,isometry", help="embeddings (d > 2): pad, "
                    "isometry or both")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per case (default 3)")
+    p.add_argument("--draws", type=int, default=MANIFOLD_DRAWS,
+                   help="independent target draws each Sinkhorn figure and its floor are "
+                   f"averaged over (default {MANIFOLD_DRAWS})")
     p.add_argument("--baselines", choices=BASELINES, default="likelihood",
                    help="the baseline beside the scenario's terminal cost (default likelihood)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -18,10 +18,12 @@ import pytest
 
 from mfg.datasets import EMBEDDINGS, ToyData, embed, pinwheel
 from mfg.manifold import (
+    DRAWS,
     FLOOR_KEYS,
     SAMPLE_KEYS,
     distance_stats,
     floor_metrics,
+    mean_over_draws,
     plane_basis,
     plane_coordinates,
     plane_distance,
@@ -29,7 +31,8 @@ from mfg.manifold import (
     summarize,
     target_draws,
 )
-from mfg.results import read_result, read_table, write_result, write_table
+from mfg.results import read_json, read_result, read_table, write_result, write_table
+from mfg.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -189,13 +192,25 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "m.png").stat().st_size > 10_000
     runs = sorted(p.name for p in (tmp_path / "m_runs").iterdir() if p.suffix != ".json")
     assert runs == sorted(f"{n}.h5" for n in columns["name"])  # no checkpoint, no temporary
-    # the measures' cache: one per run, one per floor (dimension, embedding, seed, size)
+    # the measures' cache, per target draw: one per run, one per floor (dimension, embedding,
+    # seed, size)
     cached = sorted(p.name for p in (tmp_path / "m_runs").glob("*.json"))
-    assert len(cached) == 6 + 3 and all(f"{n}.metrics.json" in cached for n in columns["name"])
-    # the table's figures are the measures of the stored samples
+    assert len(cached) == DRAWS * (6 + 3)
+    assert all(f"{n}.metrics.json" in cached for n in columns["name"])
+    assert list(columns["draws"]) == [DRAWS] * 6 and int(attrs["draws"]) == DRAWS
+    # the table's figures are the measures of the stored samples, each Sinkhorn figure and its
+    # floor the mean over the DRAWS independent target draws
     i = columns["name"].index("neural_pinwheel_2d_d3_isometry_s0_lipschitz_f")
     res = read_result(tmp_path / "m_runs" / f"{columns['name'][i]}.h5")
     q = plane_basis(3, "isometry", 0)
+    target = parse_scenario(res.scenario_text).target
+    pairs = [target_draws(target, 300, seed=0, draw=k) for k in range(DRAWS)]
+    by_draw = [sample_metrics(res.samples["terminal"], y1, q) for y1, _ in pairs]
+    floors = [floor_metrics(y1, y2, q) for y1, y2 in pairs]
+    for key in ("sinkhorn", "sinkhorn_plane"):
+        assert columns[key][i] == pytest.approx(np.mean([m[key] for m in by_draw]), rel=1e-9)
+    for key in FLOOR_KEYS:
+        assert columns[key][i] == pytest.approx(np.mean([m[key] for m in floors]), rel=1e-9)
     assert columns["plane_dist_p99"][i] == pytest.approx(
         distance_stats(res.samples["terminal"], q)["plane_dist_p99"], rel=1e-12)
     assert columns["wall_time_s"][i] == pytest.approx(res.wall_time_s)
@@ -232,6 +247,57 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     third, _ = read_table(tmp_path / "m.h5")
     assert third["sinkhorn"][0] > columns["sinkhorn"][0] + 0.4  # shifted by (1, 1): +|δ|²/2 = 1
     np.testing.assert_array_equal(third["sinkhorn"][1:], columns["sinkhorn"][1:])
+
+
+def test_more_draws_compute_only_the_new_draws(tmp_path, monkeypatch):
+    """--draws 1, then --draws 2 on the same runs: the second study measures draw 1 only (4 runs:
+    d = 2 one Sinkhorn each, d = 3 two, full and on the plane; the floors of d = 2 one, of d = 3
+    one, its plane floor being d = 2's), and its figures are the means of the two draws'."""
+    import mfg.manifold
+
+    assert study(tmp_path, "--embedding", "pad", "--draws", "1") == 0
+    one, _ = read_table(tmp_path / "m.h5")
+    calls = []
+    real = mfg.manifold._sinkhorn
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mfg.manifold, "_sinkhorn", counted)
+    assert study(tmp_path, "--embedding", "pad", "--draws", "2") == 0
+    assert len(calls) == 2 * 1 + 2 * 2 + 1 + 1
+    two, _ = read_table(tmp_path / "m.h5")
+    assert list(one["draws"]) == [1] * 4 and list(two["draws"]) == [2] * 4
+    for i, name in enumerate(two["name"]):
+        draw1 = read_json(tmp_path / "m_runs" / f"{name}.metrics_k1.json")["metrics"]
+        assert two["sinkhorn"][i] == pytest.approx((one["sinkhorn"][i] + draw1["sinkhorn"]) / 2,
+                                                   rel=1e-12)
+    np.testing.assert_array_equal(two["plane_dist_mean"], one["plane_dist_mean"])
+
+
+def test_target_draws_are_reproducible_independent_streams():
+    """Draw 0 is the earlier single draw (streams [seed, 7] and [seed, 8]); draw k >= 1 comes
+    from [seed, 7, k] and [seed, 8, k]."""
+    target = ToyData("moons", 2, "pad", 0)
+    y1, y2 = target_draws(target, 200, seed=4)
+    np.testing.assert_array_equal(y1, target.sample(200, np.random.default_rng([4, 7])))
+    np.testing.assert_array_equal(y2, target.sample(200, np.random.default_rng([4, 8])))
+    z1, z2 = target_draws(target, 200, seed=4, draw=1)
+    np.testing.assert_array_equal(z1, target.sample(200, np.random.default_rng([4, 7, 1])))
+    assert not np.allclose(z1, y1) and not np.allclose(z1, z2)
+    np.testing.assert_array_equal(target_draws(target, 200, seed=4, draw=1)[0], z1)
+    with pytest.raises(ValueError, match="draw"):
+        target_draws(target, 200, seed=4, draw=-1)
+
+
+def test_mean_over_draws():
+    draws = [{"a": 1.0, "b": 2.0, "c": 5.0}, {"a": 3.0, "b": float("nan"), "c": 5.0}]
+    assert mean_over_draws(draws) == pytest.approx({"a": 2.0, "b": float("nan"), "c": 5.0},
+                                                   nan_ok=True)
+    assert mean_over_draws(draws, ["a"]) == {"a": 2.0}
+    with pytest.raises(ValueError, match="no draws"):
+        mean_over_draws([])
 
 
 def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path, capsys, monkeypatch):
@@ -309,6 +375,7 @@ def test_a_run_made_under_other_solver_defaults_is_not_reused():
     (["study", "manifold", PINWHEEL, "--embedding", "pad,rotate"], "--embedding"),
     (["study", "manifold", PINWHEEL, "--dims", "1,2"], "integers >= 2"),
     (["study", "manifold", PINWHEEL, "--seeds", "0"], "--seeds"),
+    (["study", "manifold", PINWHEEL, "--draws", "0"], "--draws"),
     (["study", "manifold", PINWHEEL, "--set", "solver.nope=1"], "nope"),
     (["study", "manifold", PINWHEEL, "--set", "solver.width=0"], "width"),
 ])
@@ -334,7 +401,7 @@ def test_study_in_7_and_12_dimensions(tmp_path, capsys):
     """The default dimensions (2, 7, 12) with 200 iterations and 1,000 samples per run: the
     table is complete, the floors do not depend on d or the embedding, and every run that did
     not diverge has finite measures."""
-    rc = cli.main(["study", "manifold", PINWHEEL, "--seeds", "1",
+    rc = cli.main(["study", "manifold", PINWHEEL, "--seeds", "1", "--draws", "1",
                    "--set", "solver.max_iter=200", "--set", "solver.eval_samples=1000",
                    "--set", "solver.checkpoint_every=0", "-o", str(tmp_path / "m.h5")])
     assert rc == 0, capsys.readouterr().err
