@@ -2,12 +2,13 @@
 
     python cli.py solve scenarios/quickstart.yaml [--out PATH] [--set key=value ...] [--quiet]
                         [--device cpu|cuda] [--resume] [--check]
-    python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic|--target
+    python cli.py compare A.h5 B.h5 [--json]       python cli.py compare A.h5 --analytic
+    python cli.py compare A.h5 --target [--draws 3] [--json]
     python cli.py show RESULT.h5                   python cli.py list
     python cli.py plot RESULT.h5 [-o PNG]
     python cli.py study convergence SCENARIO [--n 32,64,128] [--nt 8,16,32] [-o PNG]
     python cli.py study manifold SCENARIO [--dims 2,7,12] [--embedding pad,isometry] [--seeds 3]
-                        [--baselines likelihood|none] [--set k=v ...] [-o OUT.h5]
+                        [--draws 3] [--baselines likelihood|none] [--set k=v ...] [-o OUT.h5]
     python cli.py study digits RESULT [-o PNG]
 
 Exit status: 0 success, 2 bad input (one line ``error: ...`` on stderr, nothing written),
@@ -272,16 +273,22 @@ def json_safe(table: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mfg.compare import CompareError, compare, compare_with_closed_form, compare_with_target
+    from mfg.manifold import DRAWS
 
     if (args.b is not None) + args.analytic + args.target != 1:
         raise CliError("compare needs exactly one of B.h5, --analytic and --target")
+    if args.draws is not None and not args.target:
+        raise CliError("--draws: only with --target (the target draws S_ε is averaged over)")
+    if args.draws is not None and args.draws < 1:
+        raise CliError(f"--draws: expected a number of target draws >= 1, got {args.draws}")
     a = read(args.a)
     try:
         if args.analytic:
             table = compare_with_closed_form(a, stored_scenario(a, args.a))
             header = [("a", args.a), ("exact", "closed form")]
         elif args.target:
-            table = compare_with_target(a, stored_scenario(a, args.a))
+            table = compare_with_target(a, stored_scenario(a, args.a),
+                                        draws=DRAWS if args.draws is None else args.draws)
             header = [("a", args.a), ("target", "the scenario's target")]
         else:
             table = compare(a, read(args.b))
@@ -923,7 +930,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mfg.manifold import DRAWS as MANIFOLD_DRAWS
+    from mfg.manifold import DRAWS
 
     parser = argparse.ArgumentParser(
         prog="cli.py", description="proxflow: generative flows as mean-field games"
@@ -956,6 +963,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analytic", action="store_true", help="compare A with its closed form")
     p.add_argument("--target", action="store_true", help="A's terminal law against its target "
                    "(debiased Sinkhorn; exact cell measures for grid results)")
+    p.add_argument("--draws", type=int, help="with --target: independent target draws the "
+                   f"Sinkhorn figures and their floor are averaged over (default {DRAWS})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_compare)
 
@@ -986,9 +995,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding", default="pad,isometry", help="embeddings (d > 2): pad, "
                    "isometry or both")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per case (default 3)")
-    p.add_argument("--draws", type=int, default=MANIFOLD_DRAWS,
+    p.add_argument("--draws", type=int, default=DRAWS,
                    help="independent target draws each Sinkhorn figure and its floor are "
-                   f"averaged over (default {MANIFOLD_DRAWS})")
+                   f"averaged over (default {DRAWS})")
     p.add_argument("--baselines", choices=BASELINES, default="likelihood",
                    help="the baseline beside the scenario's terminal cost (default likelihood)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

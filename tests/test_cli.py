@@ -166,6 +166,13 @@ def test_compare_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     table = json.loads(out)
     assert 0 < table["sinkhorn_floor"] < 0.02
     assert abs(table["sinkhorn_to_target"] - 0.08) < 3 * table["sinkhorn_floor"], table
+    rc, out, _ = run(capsys, "compare", str(path), "--target", "--draws", "1", "--json")
+    assert rc == 0 and json.loads(out)["draws"] == 1 and table["draws"] == 3
+    for extra in (["--target", "--draws", "0"], [str(path), "--draws", "2"],
+                  ["--analytic", "--draws", "2"]):
+        rc, out, err = run(capsys, "compare", str(path), *extra)
+        assert rc == 2 and out == ""
+        assert_one_line_error(err, "--draws")
 
 
 @pytest.mark.parametrize("command", ["show", "plot", "compare"])

@@ -15,6 +15,8 @@ import xarray as xr
 
 import mfg.results as results
 from mfg.compare import CompareError, compare, compare_with_closed_form, compare_with_target
+from mfg.manifold import DRAWS
+from mfg.metrics import sinkhorn_divergence
 from mfg.provenance import git_revision, versions
 from mfg.results import Result, ResultFileError, read_result, write_result
 
@@ -373,10 +375,38 @@ def test_compare_with_target_on_samples(shift: float) -> None:
     result = Result(solver="neural", status="converged", scenario_text="", settings={},
                     samples={"terminal": x})
     table = compare_with_target(result, scenario)
+    assert table["draws"] == DRAWS
     floor = table["sinkhorn_floor"]
     assert 0 < floor < 0.05
     assert abs(table["sinkhorn_to_target"] - shift**2 / 2) < 3 * floor
     assert table["sinkhorn_source_to_target"] == pytest.approx(4.5, rel=0.05)  # |δ|²/2, δ = 3
+
+
+def test_compare_with_target_averages_independent_draws() -> None:
+    """Each figure is (1/K) Σ_k of the figure on draw k, recomputed here from its definition on
+    the documented streams: draw 0 = default_rng(seed) (the single draw of earlier versions,
+    ``draws=1``), draw k = default_rng([seed, k]); the draws differ."""
+    scenario = types.SimpleNamespace(target=ShiftedGaussian((1.0, 0.0)),
+                                     source=ShiftedGaussian((-2.0, 0.0)))
+    x = scenario.target.sample(300, np.random.default_rng(7)) + np.array([0.3, 0.0])
+    result = Result(solver="neural", status="converged", scenario_text="", settings={},
+                    samples={"terminal": x})
+    per_draw = []
+    for k in range(2):
+        rng = np.random.default_rng([5, k] if k else 5)
+        y, y2, x0 = (scenario.target.sample(300, rng), scenario.target.sample(300, rng),
+                     scenario.source.sample(300, rng))
+        per_draw.append([sinkhorn_divergence(u, y, blur=0.05, p=2) for u in (x, y2, x0)])
+    keys = ("sinkhorn_to_target", "sinkhorn_floor", "sinkhorn_source_to_target")
+    one = compare_with_target(result, scenario, seed=5, draws=1)
+    two = compare_with_target(result, scenario, seed=5, draws=2)
+    assert (one["draws"], two["draws"]) == (1, 2)
+    for i, key in enumerate(keys):
+        assert one[key] == pytest.approx(per_draw[0][i], rel=1e-9)
+        assert two[key] == pytest.approx((per_draw[0][i] + per_draw[1][i]) / 2, rel=1e-9)
+        assert abs(per_draw[0][i] - per_draw[1][i]) > 1e-6 * per_draw[0][i]
+    with pytest.raises(CompareError, match="draws"):
+        compare_with_target(result, scenario, draws=0)
 
 
 def test_compare_with_target_needs_a_terminal_law() -> None:
