@@ -757,6 +757,9 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
            "wall_time_s": float(result.wall_time_s) if status != "diverged" else nan}
     for k in ("kinetic_energy", "hj_residual", "terminal_residual"):
         row[k] = float(result.metrics.get(k, nan)) if status != "diverged" else nan
+    # the figures as read: each run against its own floor (the floors vary by draw and seed)
+    for k in ("sinkhorn", "sinkhorn_plane"):
+        row[f"{k}_over_floor"] = float(np.divide(row[k], row[f"{k}_floor"]))
     return row, None if x is None else (x @ q, y_plane)
 
 
@@ -775,20 +778,22 @@ def manifold_command(args: argparse.Namespace, out: Path) -> str:
 
 def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Print mean [min–max] over seeds per (method, embedding, dim), each Sinkhorn figure beside
-    its floor; return the summary (mfg.manifold.summarize)."""
+    its floor (the full-dimension one also as each run's ratio to its own floor); return the
+    summary (mfg.manifold.summarize)."""
     from mfg.manifold import summarize
 
-    keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_plane", "sinkhorn_plane_floor",
-            "plane_dist_mean", "plane_dist_rms", "plane_dist_p99", "hj_residual", "wall_time_s")
+    keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_over_floor", "sinkhorn_plane",
+            "sinkhorn_plane_floor", "plane_dist_mean", "plane_dist_rms", "plane_dist_p99",
+            "hj_residual", "wall_time_s")
     summary = summarize(rows, keys)
 
-    def spread(triple: tuple[float, float, float]) -> str:
+    def spread(triple: tuple[float, float, float], fmt: str = ".2e") -> str:
         mean, lo, hi = triple
-        return f"{mean:.2e} [{lo:.2e}–{hi:.2e}]"
+        return f"{mean:{fmt}} [{lo:{fmt}}–{hi:{fmt}}]"
 
     head = (f"{'method':<12} {'embedding':<9} {'dim':>4} {'ok':>5}  {'sinkhorn':<29} "
-            f"{'floor':<9} {'sinkhorn on plane':<29} {'floor':<9} {'dist mean':<9} "
-            f"{'dist rms':<9} {'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
+            f"{'floor':<9} {'sinkhorn/floor':<17} {'sinkhorn on plane':<29} {'floor':<9} "
+            f"{'dist mean':<9} {'dist rms':<9} {'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
     print("study manifold: mean [min–max] over seeds (ok: runs that did not diverge / runs; "
           "statistics over the ones that did not); each run's Sinkhorn figures and floors: "
           f"means over {rows[0]['draws']} target draws")
@@ -796,7 +801,8 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for g in summary:
         print(f"{g['method']:<12} {g['embedding']:<9} {g['dim']:>4} "
               f"{g['n_finite']:>2}/{g['n']:<2}  {spread(g['sinkhorn']):<29} "
-              f"{g['sinkhorn_floor'][0]:<9.2e} {spread(g['sinkhorn_plane']):<29} "
+              f"{g['sinkhorn_floor'][0]:<9.2e} {spread(g['sinkhorn_over_floor'], '.2f'):<17} "
+              f"{spread(g['sinkhorn_plane']):<29} "
               f"{g['sinkhorn_plane_floor'][0]:<9.2e} {g['plane_dist_mean'][0]:<9.2e} "
               f"{g['plane_dist_rms'][0]:<9.2e} {g['plane_dist_p99'][0]:<9.2e} "
               f"{g['hj_residual'][0]:<9.2e} {g['wall_time_s'][0]:<8.1f}")

@@ -211,6 +211,9 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
         assert columns[key][i] == pytest.approx(np.mean([m[key] for m in by_draw]), rel=1e-9)
     for key in FLOOR_KEYS:
         assert columns[key][i] == pytest.approx(np.mean([m[key] for m in floors]), rel=1e-9)
+    for key in ("sinkhorn", "sinkhorn_plane"):  # each run read against its own floor
+        np.testing.assert_allclose(columns[f"{key}_over_floor"],
+                                   np.divide(columns[key], columns[f"{key}_floor"]), rtol=1e-12)
     assert columns["plane_dist_p99"][i] == pytest.approx(
         distance_stats(res.samples["terminal"], q)["plane_dist_p99"], rel=1e-12)
     assert columns["wall_time_s"][i] == pytest.approx(res.wall_time_s)
@@ -222,7 +225,7 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     np.testing.assert_allclose(columns["sinkhorn_floor"], columns["sinkhorn_plane_floor"],
                                rtol=1e-3)
     assert first.err.count("solved") == 6 and "run 6/6" in first.err
-    assert "sinkhorn on plane" in first.out and "floor" in first.out
+    assert "sinkhorn on plane" in first.out and "sinkhorn/floor" in first.out
     # resume: every run file holds the same scenario, so nothing is solved again, and every
     # measure of an unchanged run file against the same draws is read back, not recomputed
     import mfg.manifold
