@@ -73,7 +73,7 @@ def test_default_quadratic_term_represents_any_quadratic_form_in_r12():
     torch.testing.assert_close(gx, lam * x @ s, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(lap, torch.full((5,), lam * float(torch.trace(s)),
                                                dtype=torch.float64), rtol=1e-12, atol=1e-12)
-    assert float(gt.abs().max()) == 0.0
+    assert float(gt.detach().abs().max()) == 0.0
     assert tuple(Potential(dim, quadratic=True, rank=10).A.shape) == (10, dim + 1)
 
 
