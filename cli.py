@@ -8,7 +8,8 @@
     python cli.py plot RESULT.h5 [-o PNG]
     python cli.py study convergence SCENARIO [--n 32,64,128] [--nt 8,16,32] [-o PNG]
     python cli.py study manifold SCENARIO [--dims 2,7,12] [--embedding pad,isometry] [--seeds 3]
-                        [--draws 3] [--baselines likelihood|none] [--set k=v ...] [-o OUT.h5]
+                        [--draws 3] [--baselines likelihood|none] [--set k=v ...]
+                        [--baseline-set solver.k=v ...] [-o OUT.h5]
     python cli.py study digits RESULT [-o PNG]
 
 Exit status: 0 success, 2 bad input (one line ``error: ...`` on stderr, nothing written),
@@ -578,7 +579,8 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
     """Every run of the study, loaded (and so validated) before anything is solved: the base
     scenario with ``--set``, then dim, a zero source mean, the embedding, ``domain: null``
     (d > 2), the seed, the name ``<name>_d{d}_{e}_s{s}_{method}``, no progress bar and, for the
-    likelihood baseline, ``terminal: {kind: likelihood}`` with ``solver.terminal_weight=0``."""
+    likelihood baseline, ``terminal: {kind: likelihood}`` with ``solver.terminal_weight=0``, then
+    ``--baseline-set`` (solver settings only: the two methods solve the same problem)."""
     from mfg.datasets import EMBEDDINGS
     from mfg.manifold import ANY_EMBEDDING
 
@@ -591,6 +593,12 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
     methods = [base.terminal.kind] + ([] if args.baselines == "none" else [args.baselines])
     if len(set(methods)) < len(methods):
         raise CliError(f"--baselines: the scenario's own terminal kind is {methods[0]}")
+    if args.baseline_set and len(methods) == 1:
+        raise CliError("--baseline-set: there is no baseline to set (--baselines none)")
+    for item in args.baseline_set:
+        if not item.startswith("solver."):
+            raise CliError(f"--baseline-set {item}: only solver settings (solver.KEY=VALUE) may "
+                           "differ between the methods; the problem is the same for both")
     runs = []
     for d in dims:
         for emb in [ANY_EMBEDDING] if d == 2 else embeddings:
@@ -602,7 +610,8 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
                     if d > 2:
                         sets += [f"target.embedding={emb}", "domain=null"]
                     if m != methods[0]:
-                        sets += [f"terminal={{kind: {m}}}", "solver.terminal_weight=0"]
+                        sets += [f"terminal={{kind: {m}}}", "solver.terminal_weight=0",
+                                 *args.baseline_set]
                     sc = load(args.scenario, sets)
                     path = runs_dir / f"{name}.h5"
                     if "checkpoint" in {f.name for f in dataclasses.fields(sc.solver)}:
@@ -772,6 +781,8 @@ def manifold_command(args: argparse.Namespace, out: Path) -> str:
              "--baselines", args.baselines]
     for item in args.set:
         parts += ["--set", item]
+    for item in args.baseline_set:
+        parts += ["--baseline-set", item]
     parts += ["-o", str(out)]
     return shlex.join(parts)
 
@@ -1007,7 +1018,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", choices=BASELINES, default="likelihood",
                    help="the baseline beside the scenario's terminal cost (default likelihood)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a scenario field (repeatable)")
+                   help="override a scenario field, for every method (repeatable)")
+    p.add_argument("--baseline-set", action="append", default=[], metavar="solver.KEY=VALUE",
+                   help="override a solver setting of the baseline's runs only, after --set "
+                   "(repeatable), e.g. solver.batch_size=512")
     p.add_argument("-o", "--output", help="table, HDF5 (default results/<name>_manifold.h5; "
                    "the PNG beside it, the runs in <stem>_runs/)")
     p.set_defaults(func=cmd_study_manifold)

@@ -370,6 +370,26 @@ def test_a_run_made_under_other_solver_defaults_is_not_reused():
     assert not cli.same_settings(recorded | {"critic_activation": "silu"}, cfg)
 
 
+def test_baseline_set_reaches_the_baseline_runs_only(tmp_path):
+    """``--set`` goes to every run, ``--baseline-set`` (after it) to the likelihood runs alone,
+    and the study's recorded command line carries both."""
+    import argparse
+
+    args = argparse.Namespace(scenario=PINWHEEL, dims="2,3", embedding="pad", seeds=2, draws=1,
+                              baselines="likelihood", set=["solver.batch_size=128"],
+                              baseline_set=["solver.batch_size=64", "solver.lr=0.01"])
+    runs = cli.manifold_runs(args, cli.load(PINWHEEL, args.set), tmp_path)
+    assert len(runs) == 2 * 2 * 2
+    for run in runs:
+        ours = run.method == "lipschitz_f"
+        assert run.scenario.solver.batch_size == (128 if ours else 64), run.scenario.name
+        assert run.scenario.solver.lr == (cli.load(PINWHEEL, []).solver.lr if ours else 0.01)
+        assert run.scenario.terminal.kind == run.method
+    command = cli.manifold_command(args, tmp_path / "m.h5")
+    assert ("--set solver.batch_size=128 --baseline-set solver.batch_size=64 "
+            "--baseline-set solver.lr=0.01") in command
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["study", "manifold", str(ROOT / "scenarios" / "gaussian_kl_2d.yaml")], "target"),
     (["study", "manifold", PINWHEEL, "--set", "source.std=[1.0,2.0]"], "source"),
@@ -381,6 +401,10 @@ def test_a_run_made_under_other_solver_defaults_is_not_reused():
     (["study", "manifold", PINWHEEL, "--draws", "0"], "--draws"),
     (["study", "manifold", PINWHEEL, "--set", "solver.nope=1"], "nope"),
     (["study", "manifold", PINWHEEL, "--set", "solver.width=0"], "width"),
+    (["study", "manifold", PINWHEEL, "--baselines", "none", "--baseline-set",
+      "solver.batch_size=32"], "--baseline-set"),
+    (["study", "manifold", PINWHEEL, "--baseline-set", "seed=3"], "--baseline-set seed=3"),
+    (["study", "manifold", PINWHEEL, "--baseline-set", "solver.nope=1"], "nope"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
     rc = cli.main([*args, "-o", str(tmp_path / "sub" / "m.h5")])
