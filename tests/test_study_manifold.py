@@ -372,12 +372,11 @@ def test_a_run_made_under_other_solver_defaults_is_not_reused():
 
 def test_baseline_set_reaches_the_baseline_runs_only(tmp_path):
     """``--set`` goes to every run, ``--baseline-set`` (after it) to the likelihood runs alone,
-    and the study's recorded command line carries both."""
-    import argparse
-
-    args = argparse.Namespace(scenario=PINWHEEL, dims="2,3", embedding="pad", seeds=2, draws=1,
-                              baselines="likelihood", set=["solver.batch_size=128"],
-                              baseline_set=["solver.batch_size=64", "solver.lr=0.01"])
+    and the study's recorded command line carries both (arguments through the CLI's parser)."""
+    args = cli.build_parser().parse_args([
+        "study", "manifold", PINWHEEL, "--dims", "2,3", "--embedding", "pad", "--seeds", "2",
+        "--draws", "1", "--set", "solver.batch_size=128", "--baseline-set",
+        "solver.batch_size=64", "--baseline-set", "solver.lr=0.01"])
     runs = cli.manifold_runs(args, cli.load(PINWHEEL, args.set), tmp_path)
     assert len(runs) == 2 * 2 * 2
     for run in runs:
