@@ -1,7 +1,9 @@
 """Benchmarks of the neural solver (solvers/neural).
 
-    python bench/neural.py [--dims 2 12 64] [--batch 512] [--repeats 10] [--device cpu|cuda]
-    python bench/neural.py --pinwheel [--dims 2 12] [--eval-every 100] [--set solver.max_iter=...]
+    python bench/neural.py [--dims 2 12 64] [--batch 512] [--nt 4] [--repeats 10]
+                           [--device cpu|cuda]
+    python bench/neural.py --pinwheel [--dims 2 12] [--eval-every 100] [--device cpu|cuda]
+                           [--set solver.max_iter=...]
 
 Timing (default): for each dimension d, the scenario N(0, I_d) -> pinwheel embedded in R^d by a
 fixed isometry with the ``lipschitz_f`` (KL, L = 1) terminal cost, prints medians over
@@ -11,7 +13,13 @@ fixed isometry with the ``lipschitz_f`` (KL, L = 1) terminal cost, prints median
 * ``grad``      ∇U and ∂tU in closed form (Potential.derivatives);
 * ``grad+lap``  the same with ΔU (exact for d <= 10, Hutchinson above);
 * ``autograd``  ∇U by torch.autograd, the reference the closed form is measured against;
-* ``iter``      one training iteration (critic steps + generator step), and samples/s = batch/iter.
+* ``iter``      one training iteration (critic steps + generator step), and samples/s = batch/iter;
+* ``adj iter``  the same iteration with ``adjoint: true`` (torchdiffeq's odeint_adjoint);
+* ``MiB``, ``adj MiB``  on CUDA, the peak memory one iteration allocates beyond what the trainer
+  holds already (torch.cuda.max_memory_allocated), without and with the adjoint.
+
+``--nt`` sets the number of time steps (4): the adjoint's memory is O(1) in it, the direct
+backward pass's O(nt).
 
 ``--pinwheel`` (time to accuracy) trains scenarios/neural_pinwheel_2d.yaml in each of ``--dims``
 (the pinwheel embedded by a fixed isometry above 2-D), evaluating the debiased Sinkhorn divergence
@@ -20,7 +28,8 @@ fixed source points and 5,000 fixed target samples every ``--eval-every`` iterat
 the training time (evaluations excluded) at which it first falls within ``--factor`` (1.5) times
 its floor, the mean divergence between ``--floor-draws`` (3) pairs of target draws; beside it
 the same measurement for the likelihood flow (OT-Flow's objective,
-``terminal: {kind: likelihood}``) unless ``--no-baseline``.
+``terminal: {kind: likelihood}``) unless ``--no-baseline``. Training and evaluation run on
+``--device``.
 Threads: torch uses OMP_NUM_THREADS (set it; 1 on a shared machine).
 """
 
@@ -51,8 +60,16 @@ lambda: 0.05
 source: {{kind: gaussian, mean: {zeros}, std: 1.0}}
 target: {{kind: dataset, name: pinwheel}}
 terminal: {{kind: lipschitz_f, f: kl, L: 1.0}}
-solver: {{kind: neural, batch_size: {batch}, device: {device}, nt: 4, progress: false}}
+solver: {{kind: neural, batch_size: {batch}, device: {device}, nt: {nt}, adjoint: {adjoint},
+          progress: false}}
 """
+
+
+def device_label(device_name: str) -> str:
+    """What a timing ran on: the GPU's name, or ``cpu`` and torch's thread count."""
+    if device_name == "cuda":
+        return torch.cuda.get_device_name(device_name)
+    return f"cpu, {torch.get_num_threads()} thread(s)"
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -70,11 +87,32 @@ def median_time(fn: Callable[[], object], repeats: int, device: torch.device) ->
     return statistics.median(times)
 
 
-def time_dim(dim: int, batch: int, repeats: int, device_name: str) -> dict[str, float]:
-    sc = parse_scenario(SCENARIO.format(dim=dim, zeros=[0.0] * dim, batch=batch,
-                                        device=device_name))
+def bench_trainer(dim: int, batch: int, nt: int, device_name: str,
+                  adjoint: bool = False) -> Trainer:
+    """A trainer of the timing scenario (N(0, I_dim) -> pinwheel by isometry, lipschitz_f)."""
+    sc = parse_scenario(SCENARIO.format(dim=dim, zeros=[0.0] * dim, batch=batch, nt=nt,
+                                        device=device_name, adjoint=str(adjoint).lower()))
+    return Trainer(sc, torch.device(device_name), torch.float32)
+
+
+def peak_step_mib(tr: Trainer, device: torch.device) -> float:
+    """Peak memory (MiB) one training iteration allocates on a CUDA device beyond what is held
+    before it (parameters, optimizer state); NaN on CPU, where torch keeps no such count."""
+    if device.type != "cuda":
+        return math.nan
+    tr.step()  # the optimizer's state exists from here on
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    held = torch.cuda.memory_allocated(device)
+    tr.step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated(device) - held) / 2**20
+
+
+def time_dim(dim: int, batch: int, nt: int, repeats: int,
+             device_name: str) -> dict[str, float]:
     device = torch.device(device_name)
-    tr = Trainer(sc, device, torch.float32)
+    tr = bench_trainer(dim, batch, nt, device_name)
     pot = tr.potential
     x = torch.randn(batch, dim, device=device)
     t = torch.tensor(0.5, device=device)
@@ -92,21 +130,29 @@ def time_dim(dim: int, batch: int, repeats: int, device_name: str) -> dict[str, 
         }
     out["autograd"] = median_time(autograd_grad, repeats, device)
     out["iter"] = median_time(tr.step, repeats, device)
+    out["mib"] = peak_step_mib(tr, device)
+    adj = bench_trainer(dim, batch, nt, device_name, adjoint=True)
+    out["adj_iter"] = median_time(adj.step, repeats, device)
+    out["adj_mib"] = peak_step_mib(adj, device)
     return out
 
 
 def run_timing(args: argparse.Namespace) -> None:
-    print(f"neural solver timing: batch {args.batch}, device {args.device}, "
-          f"{torch.get_num_threads()} thread(s), float32, width 64, depth 2, rk4 with 4 steps, "
-          "5 critic steps; medians in ms")
+    tr = bench_trainer(2, args.batch, args.nt, "cpu")
+    cfg = tr.cfg
+    where = device_label(args.device)
+    print(f"neural solver timing: batch {args.batch}, {where}, float32, width {cfg.width}, "
+          f"depth {cfg.depth}, {tr.method} with {cfg.nt} steps, {cfg.critic_steps} critic steps; "
+          "medians in ms; MiB: peak CUDA memory of one iteration (adj: adjoint: true)")
     head = f"{'dim':>4} {'U':>8} {'grad':>8} {'grad+lap':>9} {'autograd':>9} {'iter':>9} " \
-           f"{'samples/s':>10} {'autograd/grad':>14}"
+           f"{'samples/s':>10} {'autograd/grad':>14} {'adj iter':>9} {'MiB':>8} {'adj MiB':>8}"
     print(head)
     for dim in args.dims:
-        r = time_dim(dim, args.batch, args.repeats, args.device)
+        r = time_dim(dim, args.batch, args.nt, args.repeats, args.device)
         print(f"{dim:>4} {1e3 * r['U']:>8.3f} {1e3 * r['grad']:>8.3f} "
               f"{1e3 * r['grad+lap']:>9.3f} {1e3 * r['autograd']:>9.3f} {1e3 * r['iter']:>9.2f} "
-              f"{args.batch / r['iter']:>10.0f} {r['autograd'] / r['grad']:>14.2f}")
+              f"{args.batch / r['iter']:>10.0f} {r['autograd'] / r['grad']:>14.2f} "
+              f"{1e3 * r['adj_iter']:>9.2f} {r['mib']:>8.1f} {r['adj_mib']:>8.1f}", flush=True)
 
 
 def embedded_overrides(dim: int, embedding: str) -> list[str]:
@@ -137,9 +183,11 @@ def time_to_floor(sc, eval_every: int, factor: float, eval_n: int,
     tr = trainer_class_for(sc)(sc, device, torch.float32)
     x0 = tr.tensor(sc.source.sample(eval_n, np.random.default_rng([sc.seed, 99, 0])))
     rng = np.random.default_rng([sc.seed, 99, 1])
-    y = torch.as_tensor(sc.target.sample(eval_n, rng))
-    floors = [sinkhorn_divergence(sc.target.sample(eval_n, rng), sc.target.sample(eval_n, rng))
-              for _ in range(floor_draws)]
+    def draw() -> torch.Tensor:  # float64 on the training device, where S is evaluated
+        return torch.as_tensor(sc.target.sample(eval_n, rng), device=device)
+
+    y = draw()
+    floors = [sinkhorn_divergence(draw(), draw()) for _ in range(floor_draws)]
     floor = statistics.fmean(floors)
     times = torch.tensor([0.0, sc.T], dtype=tr.dtype, device=device)
     out = {"floor": floor, "floor_min": min(floors), "floor_max": max(floors),
@@ -153,7 +201,7 @@ def time_to_floor(sc, eval_every: int, factor: float, eval_n: int,
             continue
         dyn = Dynamics(tr.solution, tr.lam, None, hj=False, train=False)
         x_t = integrate(dyn, x0, times, tr.method, sc.solver.nt)[0][-1]
-        s = sinkhorn_divergence(x_t.detach().cpu().double(), y)
+        s = sinkhorn_divergence(x_t.detach().double(), y)
         out.update(last=s, iterations=tr.iteration, train_s=train_s)
         print(f"  it {tr.iteration:>6} train {train_s:7.1f} s  S {s:.3e}  S/floor {s / floor:.2f}",
               file=sys.stderr, flush=True)
@@ -168,7 +216,8 @@ def run_pinwheel(args: argparse.Namespace) -> None:
     methods: dict[str, list[str]] = {"w1w2": []}
     if not args.no_baseline:
         methods["likelihood"] = ["terminal={kind: likelihood}"]
-    print(f"pinwheel time to {args.factor} x floor: {torch.get_num_threads()} thread(s), "
+    where = device_label(args.device)
+    print(f"pinwheel time to {args.factor} x floor: {where}, "
           f"evaluation every {args.eval_every} iterations on {args.eval_n} vs {args.eval_n} "
           "fixed samples (debiased Sinkhorn, p=2, blur 0.05); training time excludes evaluation")
     print(f"floor: mean (min-max) of S over {args.floor_draws} pairs of fresh target draws")
@@ -178,6 +227,7 @@ def run_pinwheel(args: argparse.Namespace) -> None:
         for method, extra in methods.items():
             sc = load_scenario(REPO / "scenarios" / "neural_pinwheel_2d.yaml",
                                ["solver.progress=false", "solver.checkpoint_every=0",
+                               f"solver.device={args.device}",
                                 *embedded_overrides(dim, args.embedding), *extra, *args.set])
             try:
                 r = time_to_floor(sc, args.eval_every, args.factor, args.eval_n,
@@ -195,6 +245,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dims", type=int, nargs="+", default=None)
     p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--nt", type=int, default=4, help="time steps of the timing scenario")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--pinwheel", action="store_true",
