@@ -590,6 +590,9 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
         raise CliError(f"--seeds: expected a number of seeds >= 1, got {args.seeds}")
     if args.draws < 1:
         raise CliError(f"--draws: expected a number of target draws >= 1, got {args.draws}")
+    if not 0 < args.sinkhorn_scaling < 1:
+        raise CliError("--sinkhorn-scaling: expected an ε-scaling ratio in (0, 1), got "
+                       f"{args.sinkhorn_scaling}")
     methods = [base.terminal.kind] + ([] if args.baselines == "none" else [args.baselines])
     if len(set(methods)) < len(methods):
         raise CliError(f"--baselines: the scenario's own terminal kind is {methods[0]}")
@@ -689,17 +692,17 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def cached_metrics(path: Path, stamp: dict[str, Any],
-                   compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+def cached_metrics(path: Path, stamp: dict[str, Any], compute: Callable[[], dict[str, float]],
+                   scaling: float) -> dict[str, float]:
     """``compute()``, or the metrics stored at ``path`` (JSON) by an earlier call with the same
-    ``stamp`` and the same metric settings (mfg.manifold BLUR, P; mfg.metrics
-    SINKHORN_SCALING). A study's evaluations (minutes each on CPU) are thus made once per run
-    file: a rerun, or one that adds seeds or dimensions, reuses them."""
+    ``stamp`` and the same metric settings (mfg.manifold BLUR, P; the ε-scaling ``scaling``
+    compute uses). A study's evaluations (minutes each on CPU) are thus made once per run
+    file: a rerun, or one that adds seeds or dimensions, reuses them; one at another scaling
+    computes them again (and keeps those)."""
     from mfg.manifold import BLUR, P
-    from mfg.metrics import SINKHORN_SCALING
     from mfg.results import read_json, write_json
 
-    stamp = stamp | {"blur": BLUR, "p": P, "scaling": SINKHORN_SCALING}
+    stamp = stamp | {"blur": BLUR, "p": P, "scaling": scaling}
     old = read_json(path)
     if isinstance(old, dict) and old.get("stamp") == stamp:
         return {k: float(v) for k, v in old["metrics"].items()}
@@ -708,9 +711,10 @@ def cached_metrics(path: Path, stamp: dict[str, Any],
     return metrics
 
 
-def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws: int
-                 ) -> tuple[dict[str, Any], Any]:
-    """The table row of one run: mfg.manifold metrics on its terminal samples against ``draws``
+def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws: int,
+                 scaling: float | None = None) -> tuple[dict[str, Any], Any]:
+    """The table row of one run: mfg.manifold metrics (Sinkhorn at ε-scaling ``scaling``, None:
+    mfg.metrics.SINKHORN_SCALING) on its terminal samples against ``draws``
     independent target draws, each Sinkhorn figure and its floor the mean over the draws
     (mfg.manifold.mean_over_draws; the k-th figure against the k-th draw's floor); and its
     samples' plane coordinates with those of draw 0 (None when it diverged). Every measure is
@@ -728,7 +732,9 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
         sample_metrics,
         target_draws,
     )
+    from mfg.metrics import SINKHORN_SCALING
 
+    scaling = SINKHORN_SCALING if scaling is None else scaling
     sc = run.scenario
     x = result.samples.get("terminal")
     status = result.status
@@ -750,12 +756,13 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
             name = f"floors_d{run.dim}_{run.embedding}_s{run.seed}_n{n}{tag}.json"
             floors[key] = cached_metrics(
                 run.path.with_name(name), stamp,
-                partial(floor_metrics, y1, y2, q, device, floors.get(plane_key)))
+                partial(floor_metrics, y1, y2, q, device, floors.get(plane_key), scaling),
+                scaling)
             floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
         per_floor.append(floors[key])
         per_sample.append(cached_metrics(
             run.path.with_suffix(f".metrics{tag}.json"), stamp | {"result": digest},
-            partial(sample_metrics, measured, y1, q, device)))
+            partial(sample_metrics, measured, y1, q, device, scaling), scaling))
         if k == 0:
             y_plane = y1 @ q
     nan = float("nan")
@@ -778,7 +785,7 @@ def manifold_command(args: argparse.Namespace, out: Path) -> str:
 
     parts = ["cli.py", "study", "manifold", args.scenario, "--dims", args.dims, "--embedding",
              args.embedding, "--seeds", str(args.seeds), "--draws", str(args.draws),
-             "--baselines", args.baselines]
+             "--sinkhorn-scaling", repr(args.sinkhorn_scaling), "--baselines", args.baselines]
     for item in args.set:
         parts += ["--set", item]
     for item in args.baseline_set:
@@ -903,7 +910,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     for i, run in enumerate(runs, 1):
         start = time.perf_counter()
         result, how = solve_or_reuse(run)
-        row, planes = manifold_row(run, result, floors, args.draws)
+        row, planes = manifold_row(run, result, floors, args.draws, args.sinkhorn_scaling)
         rows.append(row)
         if run.dim == top and run.embedding == top_embedding and planes is not None:
             scatter.setdefault(run.method, planes)  # the first seed that did not diverge
@@ -919,7 +926,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
              "versions": json.dumps(versions(), sort_keys=True),
              "git_revision": git_revision(REPO_DIR), "runs_folder": str(runs_dir),
              "spread": "min-max over seeds", "sinkhorn": "debiased, p=2, blur=0.05",
-             "draws": args.draws}
+             "sinkhorn_scaling": args.sinkhorn_scaling, "draws": args.draws}
     write_table(columns, attrs, out)
     summary = print_manifold_summary(rows)
     methods = list(dict.fromkeys(r.method for r in runs))
@@ -948,6 +955,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mfg.manifold import DRAWS
+    from mfg.metrics import SINKHORN_SCALING
 
     parser = argparse.ArgumentParser(
         prog="cli.py", description="proxflow: generative flows as mean-field games"
@@ -1015,6 +1023,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draws", type=int, default=DRAWS,
                    help="independent target draws each Sinkhorn figure and its floor are "
                    f"averaged over (default {DRAWS})")
+    p.add_argument("--sinkhorn-scaling", type=float, default=SINKHORN_SCALING,
+                   help="geomloss's ε-scaling ratio for every Sinkhorn figure and floor, in "
+                   f"(0, 1) (default {SINKHORN_SCALING}; 0.999 is converged and costs about 100x "
+                   "as much: meant for a GPU)")
     p.add_argument("--baselines", choices=BASELINES, default="likelihood",
                    help="the baseline beside the scenario's terminal cost (default likelihood)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

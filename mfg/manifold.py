@@ -14,6 +14,10 @@ Q ∈ R^{d×2} orthonormal (QᵀQ = I): the first two axes for ``pad``, the isom
 * the metric's floor: S_ε between two independent target draws of the same size (and in the plane
   coordinates), below which no sample of that size can be told from the data.
 
+Each S_ε is geomloss's ε-scaling estimate at ``scaling`` (mfg.metrics.SINKHORN_SCALING, 0.9, by
+default: the ratios to the floor read high there, as both figures are biased low and the floor
+more; 0.999 is converged, see mfg.metrics.sinkhorn_divergence).
+
 One draw is a noisy reading: S_ε between two 5,000-point draws of the same toy set ranged over a
 factor of 2.7 (pinwheel) to 8 (moons) in ten draws (DRAWS), so the study averages each Sinkhorn
 figure and its floor over several independent draws (:func:`target_draws` with ``draw`` = 0, 1,
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mfg.datasets import EMBEDDINGS, isometry
-from mfg.metrics import sinkhorn_divergence
+from mfg.metrics import SINKHORN_SCALING, sinkhorn_divergence
 
 Array = np.ndarray
 
@@ -84,36 +88,40 @@ def distance_stats(x: Array, q: Array) -> dict[str, float]:
             "plane_dist_p99": float(np.percentile(r, 99))}
 
 
-def _sinkhorn(x: Array, y: Array, device: str) -> float:
-    """S_ε(x, y) with the study's settings (BLUR, P), computed on ``device``."""
+def _sinkhorn(x: Array, y: Array, device: str, scaling: float) -> float:
+    """S_ε(x, y) with the study's settings (BLUR, P) at ε-scaling ``scaling``, computed on
+    ``device``."""
     import torch
 
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
-    return sinkhorn_divergence(xt, np.asarray(y, dtype=np.float64), blur=BLUR, p=P)
+    return sinkhorn_divergence(xt, np.asarray(y, dtype=np.float64), blur=BLUR, p=P,
+                               scaling=scaling)
 
 
-def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu") -> dict[str, float]:
+def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu",
+                   scaling: float = SINKHORN_SCALING) -> dict[str, float]:
     """Metrics of generated samples x (n, d) against target samples y (m, d) on the plane of
     Q (d, 2): ``sinkhorn`` S_ε(x, y), ``sinkhorn_plane`` S_ε(Qᵀx, Qᵀy) and the distance
     statistics of :func:`distance_stats`. Samples with a non-finite entry give NaN for all."""
     if not np.all(np.isfinite(x)):
         return dict.fromkeys(SAMPLE_KEYS, float("nan"))
-    full = _sinkhorn(x, y, device)
+    full = _sinkhorn(x, y, device, scaling)
     plane = full if _is_identity(q) else _sinkhorn(plane_coordinates(x, q),
-                                                   plane_coordinates(y, q), device)
+                                                   plane_coordinates(y, q), device, scaling)
     return {"sinkhorn": full, "sinkhorn_plane": plane} | distance_stats(x, q)
 
 
 def floor_metrics(y1: Array, y2: Array, q: Array, device: str = "cpu",
-                  plane_floor: float | None = None) -> dict[str, float]:
+                  plane_floor: float | None = None,
+                  scaling: float = SINKHORN_SCALING) -> dict[str, float]:
     """The floors of the two Sinkhorn metrics: S_ε(y1, y2) and S_ε(Qᵀy1, Qᵀy2) between two
     independent target draws y1, y2 (n, d) of the size the samples have. ``plane_floor``: the
     second when already known (embedded draws of the same 2-D points have the same plane
     coordinates whatever d and the embedding)."""
-    full = _sinkhorn(y1, y2, device)
+    full = _sinkhorn(y1, y2, device, scaling)
     if plane_floor is None:
-        plane_floor = full if _is_identity(q) else _sinkhorn(plane_coordinates(y1, q),
-                                                             plane_coordinates(y2, q), device)
+        plane_floor = full if _is_identity(q) else _sinkhorn(
+            plane_coordinates(y1, q), plane_coordinates(y2, q), device, scaling)
     return {"sinkhorn_floor": full, "sinkhorn_plane_floor": plane_floor}
 
 

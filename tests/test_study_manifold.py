@@ -31,6 +31,7 @@ from mfg.manifold import (
     summarize,
     target_draws,
 )
+from mfg.metrics import SINKHORN_SCALING
 from mfg.results import read_json, read_result, read_table, write_result, write_table
 from mfg.scenario import parse_scenario
 
@@ -279,6 +280,43 @@ def test_more_draws_compute_only_the_new_draws(tmp_path, monkeypatch):
     np.testing.assert_array_equal(two["plane_dist_mean"], one["plane_dist_mean"])
 
 
+def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
+    """--sinkhorn-scaling 0.99 on runs measured at the default: every Sinkhorn figure and floor is
+    computed again at 0.99 (none is read from the 0.9 cache), equals mfg.manifold's measures at
+    that scaling, and the table records the scaling and the option."""
+    import mfg.manifold
+
+    opts = ("--embedding", "pad", "--draws", "1", "--baselines", "none")
+    assert study(tmp_path, *opts) == 0
+    default, attrs = read_table(tmp_path / "m.h5")
+    assert float(attrs["sinkhorn_scaling"]) == SINKHORN_SCALING
+    calls = []
+    real = mfg.manifold._sinkhorn
+
+    def counted(*args, **kwargs):
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mfg.manifold, "_sinkhorn", counted)
+    assert study(tmp_path, *opts, "--sinkhorn-scaling", "0.99") == 0
+    # d = 2: the run and its floor; d = 3 (pad): the run and its floor, full and on the plane,
+    # the plane floor being d = 2's
+    assert calls == [0.99] * (2 + 3)
+    finer, attrs = read_table(tmp_path / "m.h5")
+    assert float(attrs["sinkhorn_scaling"]) == 0.99
+    assert "--sinkhorn-scaling 0.99" in attrs["command"]
+    i = finer["name"].index("neural_pinwheel_2d_d3_pad_s0_lipschitz_f")
+    res = read_result(tmp_path / "m_runs" / f"{finer['name'][i]}.h5")
+    q = plane_basis(3, "pad", 0)
+    y1, y2 = target_draws(parse_scenario(res.scenario_text).target, 300, seed=0)
+    assert finer["sinkhorn"][i] == pytest.approx(
+        sample_metrics(res.samples["terminal"], y1, q, scaling=0.99)["sinkhorn"], rel=1e-9)
+    assert finer["sinkhorn_floor"][i] == pytest.approx(
+        floor_metrics(y1, y2, q, scaling=0.99)["sinkhorn_floor"], rel=1e-9)
+    assert all(f != d for f, d in zip(finer["sinkhorn"], default["sinkhorn"], strict=True))
+    np.testing.assert_array_equal(finer["plane_dist_mean"], default["plane_dist_mean"])
+
+
 def test_target_draws_are_reproducible_independent_streams():
     """Draw 0 is the earlier single draw (streams [seed, 7] and [seed, 8]); draw k >= 1 comes
     from [seed, 7, k] and [seed, 8, k]."""
@@ -398,6 +436,8 @@ def test_baseline_set_reaches_the_baseline_runs_only(tmp_path):
     (["study", "manifold", PINWHEEL, "--dims", "1,2"], "integers >= 2"),
     (["study", "manifold", PINWHEEL, "--seeds", "0"], "--seeds"),
     (["study", "manifold", PINWHEEL, "--draws", "0"], "--draws"),
+    (["study", "manifold", PINWHEEL, "--sinkhorn-scaling", "1"], "--sinkhorn-scaling"),
+    (["study", "manifold", PINWHEEL, "--sinkhorn-scaling", "nan"], "--sinkhorn-scaling"),
     (["study", "manifold", PINWHEEL, "--set", "solver.nope=1"], "nope"),
     (["study", "manifold", PINWHEEL, "--set", "solver.width=0"], "width"),
     (["study", "manifold", PINWHEEL, "--baselines", "none", "--baseline-set",
