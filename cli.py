@@ -698,7 +698,7 @@ def cached_metrics(path: Path, stamp: dict[str, Any], compute: Callable[[], dict
     ``stamp`` and the same metric settings (mfg.manifold BLUR, P; the ε-scaling ``scaling``
     compute uses). A study's evaluations (minutes each on CPU) are thus made once per run
     file: a rerun, or one that adds seeds or dimensions, reuses them; one at another scaling
-    computes them again (and keeps those)."""
+    computes them again (and the cache then holds those)."""
     from mfg.manifold import BLUR, P
     from mfg.results import read_json, write_json
 
