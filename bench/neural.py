@@ -49,7 +49,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mfg.scenario import load_scenario, parse_scenario  # noqa: E402
+from mfg.scenario import Scenario, load_scenario, parse_scenario  # noqa: E402
+from solvers.neural.dynamics import resolve_method  # noqa: E402
 from solvers.neural.solver import trainer_class_for  # noqa: E402
 from solvers.neural.training import NeuralTrainingError, Trainer  # noqa: E402
 
@@ -87,11 +88,17 @@ def median_time(fn: Callable[[], object], repeats: int, device: torch.device) ->
     return statistics.median(times)
 
 
+def bench_scenario(dim: int, batch: int, nt: int, device_name: str,
+                   adjoint: bool = False) -> Scenario:
+    """The timing scenario: N(0, I_dim) -> pinwheel by isometry, lipschitz_f."""
+    return parse_scenario(SCENARIO.format(dim=dim, zeros=[0.0] * dim, batch=batch, nt=nt,
+                                          device=device_name, adjoint=str(adjoint).lower()))
+
+
 def bench_trainer(dim: int, batch: int, nt: int, device_name: str,
                   adjoint: bool = False) -> Trainer:
-    """A trainer of the timing scenario (N(0, I_dim) -> pinwheel by isometry, lipschitz_f)."""
-    sc = parse_scenario(SCENARIO.format(dim=dim, zeros=[0.0] * dim, batch=batch, nt=nt,
-                                        device=device_name, adjoint=str(adjoint).lower()))
+    """A trainer of :func:`bench_scenario`."""
+    sc = bench_scenario(dim, batch, nt, device_name, adjoint)
     return Trainer(sc, torch.device(device_name), torch.float32)
 
 
@@ -138,11 +145,12 @@ def time_dim(dim: int, batch: int, nt: int, repeats: int,
 
 
 def run_timing(args: argparse.Namespace) -> None:
-    tr = bench_trainer(2, args.batch, args.nt, "cpu")
-    cfg = tr.cfg
+    sc = bench_scenario(2, args.batch, args.nt, args.device)
+    cfg = sc.solver
+    method = resolve_method(cfg.method, sc.terminal.kind)
     where = device_label(args.device)
     print(f"neural solver timing: batch {args.batch}, {where}, float32, width {cfg.width}, "
-          f"depth {cfg.depth}, {tr.method} with {cfg.nt} steps, {cfg.critic_steps} critic steps; "
+          f"depth {cfg.depth}, {method} with {cfg.nt} steps, {cfg.critic_steps} critic steps; "
           "medians in ms; MiB: peak CUDA memory of one iteration (adj: adjoint: true)")
     head = f"{'dim':>4} {'U':>8} {'grad':>8} {'grad+lap':>9} {'autograd':>9} {'iter':>9} " \
            f"{'samples/s':>10} {'autograd/grad':>14} {'adj iter':>9} {'MiB':>8} {'adj MiB':>8}"
