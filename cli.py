@@ -721,15 +721,23 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
     cached per draw (draw 0 under the names of single-draw studies, draw k as ``..._k<k>``), so
     a study with more draws computes only the new ones; floors are kept per dim, embedding, seed,
     size and draw, the plane floor per seed, size and draw (the draws' plane coordinates do not
-    depend on d)."""
+    depend on d). For the scenario's own terminal cost, when it is KL or the Lipschitz-regularized
+    KL, the row also has the figure of the problem's exact answer on the same draws
+    (mfg.manifold.exact_metrics, cached like a floor as ``exact_*.json``) and the run's ratio to
+    it; NaN otherwise."""
     import numpy as np
 
     from mfg.manifold import (
         DRAW_KEYS,
+        EXACT_KEYS,
+        EXACT_MAX_SAMPLES,
+        exact_metrics,
         floor_metrics,
+        kl_proximal_problem,
         mean_over_draws,
         plane_basis,
         sample_metrics,
+        source_draw,
         target_draws,
     )
     from mfg.metrics import SINKHORN_SCALING
@@ -745,7 +753,14 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
     device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
     digest = file_digest(run.path)
     measured = x if x is not None else np.full((n, sc.dim), np.nan)
-    per_floor, per_sample = [], []
+    # the posed problem's exact answer, for the scenario's own terminal cost only (a baseline
+    # such as the likelihood flow solves another problem)
+    problem = kl_proximal_problem(sc.terminal, sc.lam, sc.T)
+    if problem is not None and n > EXACT_MAX_SAMPLES:
+        print(f"{sc.name}: no exact answer for {n} samples (an n × n EMD; at most "
+              f"{EXACT_MAX_SAMPLES})", file=sys.stderr)
+        problem = None
+    per_floor, per_sample, per_exact = [], [], []
     for k in range(draws):
         y1, y2 = target_draws(sc.target, n, sc.seed, k)
         tag = f"_k{k}" if k else ""
@@ -760,6 +775,17 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
                 scaling)
             floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
         per_floor.append(floors[key])
+        if problem is not None:
+            exact_key = ("exact", run.dim, run.embedding, run.seed, n, k, *problem)
+            if exact_key not in floors:
+                x0 = source_draw(sc.source, n, sc.seed, k)
+                floors[exact_key] = cached_metrics(
+                    run.path.with_name(f"exact_d{run.dim}_{run.embedding}_s{run.seed}_n{n}"
+                                       f"{tag}.json"),
+                    stamp | {"source": hashlib.sha256(np.ascontiguousarray(x0).tobytes())
+                             .hexdigest(), "tau": problem[0], "L": problem[1]},
+                    partial(exact_metrics, x0, y1, y2, *problem, device, scaling), scaling)
+            per_exact.append(floors[exact_key])
         per_sample.append(cached_metrics(
             run.path.with_suffix(f".metrics{tag}.json"), stamp | {"result": digest},
             partial(sample_metrics, measured, y1, q, device, scaling), scaling))
@@ -769,13 +795,17 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
     row = {"name": sc.name, "dim": run.dim, "embedding": run.embedding, "seed": run.seed,
            "method": run.method, "status": status,
            **per_sample[0], **mean_over_draws(per_sample, DRAW_KEYS),
-           **mean_over_draws(per_floor), "n_samples": n, "draws": draws,
+           **mean_over_draws(per_floor),
+           **(mean_over_draws(per_exact) if per_exact else dict.fromkeys(EXACT_KEYS, nan)),
+           "n_samples": n, "draws": draws,
            "wall_time_s": float(result.wall_time_s) if status != "diverged" else nan}
     for k in ("kinetic_energy", "hj_residual", "terminal_residual"):
         row[k] = float(result.metrics.get(k, nan)) if status != "diverged" else nan
     # the figures as read: each run against its own floor (the floors vary by draw and seed)
     for k in ("sinkhorn", "sinkhorn_plane"):
         row[f"{k}_over_floor"] = float(np.divide(row[k], row[f"{k}_floor"]))
+    # and against the figure of the problem's exact answer: what is left is the solver's
+    row["sinkhorn_over_exact"] = float(np.divide(row["sinkhorn"], row["sinkhorn_exact"]))
     return row, None if x is None else (x @ q, y_plane)
 
 
@@ -796,13 +826,14 @@ def manifold_command(args: argparse.Namespace, out: Path) -> str:
 
 def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Print mean [min–max] over seeds per (method, embedding, dim), each Sinkhorn figure beside
-    its floor (the full-dimension one also as each run's ratio to its own floor); return the
-    summary (mfg.manifold.summarize)."""
+    its floor (the full-dimension one also as each run's ratio to its own floor, and to the
+    figure of the posed problem's exact answer, "exact": NaN where the method's terminal cost has
+    none, mfg.manifold.exact_metrics); return the summary (mfg.manifold.summarize)."""
     from mfg.manifold import summarize
 
-    keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_over_floor", "sinkhorn_plane",
-            "sinkhorn_plane_floor", "plane_dist_mean", "plane_dist_rms", "plane_dist_p99",
-            "hj_residual", "wall_time_s")
+    keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_over_floor", "sinkhorn_exact",
+            "sinkhorn_over_exact", "sinkhorn_plane", "sinkhorn_plane_floor", "plane_dist_mean",
+            "plane_dist_rms", "plane_dist_p99", "hj_residual", "wall_time_s")
     summary = summarize(rows, keys)
 
     def spread(triple: tuple[float, float, float], fmt: str = ".2e") -> str:
@@ -810,7 +841,8 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return f"{mean:{fmt}} [{lo:{fmt}}–{hi:{fmt}}]"
 
     head = (f"{'method':<12} {'embedding':<9} {'dim':>4} {'ok':>5}  {'sinkhorn':<29} "
-            f"{'floor':<9} {'sinkhorn/floor':<17} {'sinkhorn on plane':<29} {'floor':<9} "
+            f"{'floor':<9} {'sinkhorn/floor':<17} {'exact':<9} {'sinkhorn/exact':<17} "
+            f"{'sinkhorn on plane':<29} {'floor':<9} "
             f"{'dist mean':<9} {'dist rms':<9} {'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
     print("study manifold: mean [min–max] over seeds (ok: runs that did not diverge / runs; "
           "statistics over the ones that did not); each run's Sinkhorn figures and floors: "
@@ -820,6 +852,7 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         print(f"{g['method']:<12} {g['embedding']:<9} {g['dim']:>4} "
               f"{g['n_finite']:>2}/{g['n']:<2}  {spread(g['sinkhorn']):<29} "
               f"{g['sinkhorn_floor'][0]:<9.2e} {spread(g['sinkhorn_over_floor'], '.2f'):<17} "
+              f"{g['sinkhorn_exact'][0]:<9.2e} {spread(g['sinkhorn_over_exact'], '.2f'):<17} "
               f"{spread(g['sinkhorn_plane']):<29} "
               f"{g['sinkhorn_plane_floor'][0]:<9.2e} {g['plane_dist_mean'][0]:<9.2e} "
               f"{g['plane_dist_rms'][0]:<9.2e} {g['plane_dist_p99'][0]:<9.2e} "

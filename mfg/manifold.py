@@ -12,7 +12,12 @@ Q ∈ R^{d×2} orthonormal (QᵀQ = I): the first two axes for ``pad``, the isom
 * the distance to the plane r_i = |x_i − QQᵀx_i|, summarized by its mean (1/n)Σ r_i, RMS
   ((1/n)Σ r_i²)^{1/2} and 99th percentile (exact: the plane is known);
 * the metric's floor: S_ε between two independent target draws of the same size (and in the plane
-  coordinates), below which no sample of that size can be told from the data.
+  coordinates), below which no sample of that size can be told from the data;
+* the figure of the posed problem's own answer: at finite τ = T/λ the proximal's terminal law is
+  not π, so even an exact solver sits above the floor. For KL and the Lipschitz-regularized KL
+  (while its bound is slack) that law is solved exactly on a target draw by mfg.kl_proximal (POT's
+  EMD), and S_ε between it and the second draw is what a run is read against
+  (:func:`exact_metrics`).
 
 Each S_ε is geomloss's ε-scaling estimate at ``scaling`` (mfg.metrics.SINKHORN_SCALING, 0.9, by
 default: the ratios to the floor read high there, as both figures are biased low and the floor
@@ -48,6 +53,11 @@ SAMPLE_KEYS = ("sinkhorn", "sinkhorn_plane", "plane_dist_mean", "plane_dist_rms"
 #: the sample metrics that depend on the target draw (the distances to the plane do not)
 DRAW_KEYS = ("sinkhorn", "sinkhorn_plane")
 FLOOR_KEYS = ("sinkhorn_floor", "sinkhorn_plane_floor")
+#: per-draw measures of the problem's exact answer (:func:`exact_metrics`)
+EXACT_KEYS = ("sinkhorn_exact", "exact_lipschitz_needed")
+#: the largest draw the exact answer is computed for: its EMD holds two n × n float64 arrays
+#: (1.6 GB at 10,000) and takes minutes per step beyond a few thousand points
+EXACT_MAX_SAMPLES = 10_000
 #: target draws per run by default (``study manifold --draws``). Measured with 10 pairs of
 #: 5,000-point draws: the floor S_ε(y, y') has mean 3.5e-3, standard deviation 1.9e-3 and range
 #: 1.0e-3 to 8.2e-3 on the moons, mean 5.9e-3, sd 1.8e-3, range 3.5e-3 to 9.5e-3 on the pinwheel;
@@ -88,14 +98,15 @@ def distance_stats(x: Array, q: Array) -> dict[str, float]:
             "plane_dist_p99": float(np.percentile(r, 99))}
 
 
-def _sinkhorn(x: Array, y: Array, device: str, scaling: float) -> float:
-    """S_ε(x, y) with the study's settings (BLUR, P) at ε-scaling ``scaling``, computed on
-    ``device``."""
+def _sinkhorn(x: Array, y: Array, device: str, scaling: float, a: Array | None = None) -> float:
+    """S_ε(Σ a_i δ_{x_i}, y) with the study's settings (BLUR, P) at ε-scaling ``scaling``,
+    computed on ``device``; a (n,) weights summing to 1, None: uniform."""
     import torch
 
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
+    at = None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
     return sinkhorn_divergence(xt, np.asarray(y, dtype=np.float64), blur=BLUR, p=P,
-                               scaling=scaling)
+                               scaling=scaling, a=at)
 
 
 def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu",
@@ -125,6 +136,35 @@ def floor_metrics(y1: Array, y2: Array, q: Array, device: str = "cpu",
     return {"sinkhorn_floor": full, "sinkhorn_plane_floor": plane_floor}
 
 
+def kl_proximal_problem(terminal: Any, lam: float,
+                        T: float) -> tuple[float, float | None] | None:
+    """(τ, L) when the terminal cost's answer is the KL proximal's (mfg.kl_proximal): τ = T/λ,
+    L None (no bound) for ``f: kl``, the Lipschitz bound for ``lipschitz_f`` with f = kl (the
+    answer is then exact only while ``lipschitz_needed`` <= L); None for every other cost."""
+    if terminal.kind == "f" and terminal.f == "kl":
+        return T / lam, None
+    if terminal.kind == "lipschitz_f" and terminal.f == "kl":
+        return T / lam, float(terminal.L)
+    return None
+
+
+def exact_metrics(x0: Array, y1: Array, y2: Array, tau: float, L: float | None,
+                  device: str = "cpu", scaling: float = SINKHORN_SCALING) -> dict[str, float]:
+    """The figure of the posed problem's exact answer: ρ_T = Σ w_j δ_{y1_j}, the minimizer of
+    W2²(μ0, ρ)/(2τ) + KL(ρ‖π) on the target draw y1 (n, d) from the source draw x0 (m, d)
+    (mfg.kl_proximal.kl_proximal_weights), measured like a run: ``sinkhorn_exact`` =
+    S_ε(ρ_T, y2) against the independent draw y2, so that with τ → ∞ it is the floor
+    S_ε(y1, y2). NaN when the fixed point did not converge or when the answer needs a critic
+    steeper than L (``exact_lipschitz_needed`` > L: then it is not D_L's answer; None: KL, no
+    bound)."""
+    from mfg.kl_proximal import kl_proximal_weights
+
+    sol = kl_proximal_weights(x0, y1, tau)
+    ok = sol.converged and (L is None or sol.lipschitz_needed <= L)
+    figure = _sinkhorn(y1, y2, device, scaling, a=sol.weights) if ok else float("nan")
+    return {"sinkhorn_exact": figure, "exact_lipschitz_needed": sol.lipschitz_needed}
+
+
 def _is_identity(q: Array) -> bool:
     """Whether Q is the identity of R² (d = 2: the plane coordinates are the samples)."""
     return q.shape == (2, 2) and bool(np.array_equal(q, np.eye(2)))
@@ -141,6 +181,14 @@ def target_draws(target: Any, n: int, seed: int, draw: int = 0) -> tuple[Array, 
     tail = [draw] if draw else []
     return (target.sample(n, np.random.default_rng([seed, 7, *tail])),
             target.sample(n, np.random.default_rng([seed, 8, *tail])))
+
+
+def source_draw(source: Any, n: int, seed: int, draw: int = 0) -> Array:
+    """The ``draw``-th draw of n source samples for :func:`exact_metrics`, from the stream
+    default_rng([seed, 9, draw]): apart from the target draws' and from the solvers'."""
+    if draw < 0:
+        raise ValueError(f"draw: a draw index is >= 0 (got {draw})")
+    return source.sample(n, np.random.default_rng([seed, 9, draw]))
 
 
 def mean_over_draws(per_draw: Sequence[Mapping[str, float]],

@@ -40,7 +40,9 @@ def plot_manifold_study(summary: list[dict], scatter: dict[str, np.ndarray | Non
 
     Top: (a) full-dimension and projected (plane-coordinate) debiased Sinkhorn vs dim, log scale,
     one curve per method (colour) and embedding (line style; the d = 2 runs, embedding ``any``,
-    start every curve), mean over seeds with min–max bars, and the floor (two target draws).
+    start every curve), mean over seeds with min–max bars, the floor (two target draws) and, where
+    the summary has it (``sinkhorn_exact``, full dimension only), the figure of the posed problem's
+    exact answer (mfg.manifold.exact_metrics).
     ``summary`` rows come from ``mfg.manifold.summarize`` (keys method, embedding, dim and
     (mean, min, max) triples for sinkhorn, sinkhorn_plane and their ``_floor``). Bottom: (b) per
     method, the samples' plane coordinates (n, 2) over the target's ``target_plane`` (m, 2);
@@ -70,6 +72,15 @@ def plot_manifold_study(summary: list[dict], scatter: dict[str, np.ndarray | Non
         dims_f = sorted(floors)
         ax.plot(dims_f, [np.nanmean(floors[d]) for d in dims_f], "k:", marker="x",
                 label="floor (two target draws)")
+        exact: dict[int, list[float]] = {}
+        for r in summary:
+            value = r.get(f"{key}_exact", (np.nan,))[0]
+            if np.isfinite(value):
+                exact.setdefault(r["dim"], []).append(value)
+        if exact:
+            dims_e = sorted(exact)
+            ax.plot(dims_e, [np.mean(exact[d]) for d in dims_e], "k--", marker="+",
+                    label="exact answer of the problem (KL proximal)")
         ax.set_yscale("log", nonpositive="mask")
         ax.set(xlabel="dimension d", ylabel="debiased Sinkhorn (p=2, blur 0.05)", title=label)
         ax.set_xticks(dims_f)

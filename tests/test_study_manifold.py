@@ -19,15 +19,18 @@ import pytest
 from mfg.datasets import EMBEDDINGS, ToyData, embed, pinwheel
 from mfg.manifold import (
     DRAWS,
+    EXACT_KEYS,
     FLOOR_KEYS,
     SAMPLE_KEYS,
     distance_stats,
+    exact_metrics,
     floor_metrics,
     mean_over_draws,
     plane_basis,
     plane_coordinates,
     plane_distance,
     sample_metrics,
+    source_draw,
     summarize,
     target_draws,
 )
@@ -196,7 +199,7 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     # the measures' cache, per target draw: one per run, one per floor (dimension, embedding,
     # seed, size)
     cached = sorted(p.name for p in (tmp_path / "m_runs").glob("*.json"))
-    assert len(cached) == DRAWS * (6 + 3)
+    assert len(cached) == DRAWS * (6 + 3 + 3)  # and one per exact answer, as the floors
     assert all(f"{n}.metrics.json" in cached for n in columns["name"])
     assert list(columns["draws"]) == [DRAWS] * 6 and int(attrs["draws"]) == DRAWS
     # the table's figures are the measures of the stored samples, each Sinkhorn figure and its
@@ -215,6 +218,18 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     for key in ("sinkhorn", "sinkhorn_plane"):  # each run read against its own floor
         np.testing.assert_allclose(columns[f"{key}_over_floor"],
                                    np.divide(columns[key], columns[f"{key}_floor"]), rtol=1e-12)
+    # the posed problem's exact answer (the scenario's lipschitz_f with f = kl, τ = T/λ = 20) on
+    # the same draws from source draws of its own; the likelihood baseline solves another problem
+    sc = parse_scenario(res.scenario_text)
+    exact = [exact_metrics(source_draw(sc.source, 300, 0, k), y1, y2, sc.T / sc.lam,
+                           sc.terminal.L) for k, (y1, y2) in enumerate(pairs)]
+    for key in EXACT_KEYS:
+        assert columns[key][i] == pytest.approx(np.mean([m[key] for m in exact]), rel=1e-9)
+    assert columns["sinkhorn_over_exact"][i] == pytest.approx(
+        columns["sinkhorn"][i] / columns["sinkhorn_exact"][i], rel=1e-12)
+    ours = np.array(columns["method"]) == "lipschitz_f"
+    assert np.all(np.isfinite(columns["sinkhorn_exact"][ours]))
+    assert np.all(np.isnan(columns["sinkhorn_exact"][~ours]))
     assert columns["plane_dist_p99"][i] == pytest.approx(
         distance_stats(res.samples["terminal"], q)["plane_dist_p99"], rel=1e-12)
     assert columns["wall_time_s"][i] == pytest.approx(res.wall_time_s)
@@ -227,6 +242,7 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
                                rtol=1e-3)
     assert first.err.count("solved") == 6 and "run 6/6" in first.err
     assert "sinkhorn on plane" in first.out and "sinkhorn/floor" in first.out
+    assert "sinkhorn/exact" in first.out
     # resume: every run file holds the same scenario, so nothing is solved again, and every
     # measure of an unchanged run file against the same draws is read back, not recomputed
     import mfg.manifold
@@ -270,7 +286,7 @@ def test_more_draws_compute_only_the_new_draws(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mfg.manifold, "_sinkhorn", counted)
     assert study(tmp_path, "--embedding", "pad", "--draws", "2") == 0
-    assert len(calls) == 2 * 1 + 2 * 2 + 1 + 1
+    assert len(calls) == 2 * 1 + 2 * 2 + 1 + 1 + 2  # + the exact answers of d = 2 and d = 3
     two, _ = read_table(tmp_path / "m.h5")
     assert list(one["draws"]) == [1] * 4 and list(two["draws"]) == [2] * 4
     for i, name in enumerate(two["name"]):
@@ -299,9 +315,9 @@ def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mfg.manifold, "_sinkhorn", counted)
     assert study(tmp_path, *opts, "--sinkhorn-scaling", "0.99") == 0
-    # d = 2: the run and its floor; d = 3 (pad): the run and its floor, full and on the plane,
-    # the plane floor being d = 2's
-    assert calls == [0.99] * (2 + 3)
+    # d = 2: the run, its floor and exact answer; d = 3 (pad): the run and its floor, full and on
+    # the plane, the plane floor being d = 2's, and its exact answer
+    assert calls == [0.99] * (3 + 4)
     finer, attrs = read_table(tmp_path / "m.h5")
     assert float(attrs["sinkhorn_scaling"]) == 0.99
     assert "--sinkhorn-scaling 0.99" in attrs["command"]
@@ -315,6 +331,20 @@ def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
         floor_metrics(y1, y2, q, scaling=0.99)["sinkhorn_floor"], rel=1e-9)
     assert all(f != d for f, d in zip(finer["sinkhorn"], default["sinkhorn"], strict=True))
     np.testing.assert_array_equal(finer["plane_dist_mean"], default["plane_dist_mean"])
+
+
+def test_no_exact_answer_beyond_its_sample_cap(tmp_path, capsys, monkeypatch):
+    """Draws larger than EXACT_MAX_SAMPLES get no exact answer (an n × n EMD): NaN, and stderr
+    says why."""
+    import mfg.manifold
+
+    monkeypatch.setattr(mfg.manifold, "EXACT_MAX_SAMPLES", 299)  # the study's TINY runs: 300
+    assert cli.main(["study", "manifold", PINWHEEL, "--dims", "2", "--seeds", "1", *TINY,
+                     "--draws", "1", "--baselines", "none", "-o", str(tmp_path / "m.h5")]) == 0
+    columns, _ = read_table(tmp_path / "m.h5")
+    assert np.isnan(columns["sinkhorn_exact"][0]) and np.isfinite(columns["sinkhorn"][0])
+    assert "no exact answer for 300 samples" in capsys.readouterr().err
+    assert not list((tmp_path / "m_runs").glob("exact_*.json"))
 
 
 def test_target_draws_are_reproducible_independent_streams():
