@@ -15,8 +15,8 @@ minimizer is the fixed point
     w_j ∝ exp(−g_j/τ),
 
 g the target-side Kantorovich potential of OT(μ0, ρ) (c(x_i, y_j) ≥ f_i + g_j, equality on the
-plan): the sample form of the terminal condition log(ρ_T/π) = U(·, T) − 1 = −g/τ + const, with
-∇g(y) = y − x the displacement from the source point x that y comes from, so that v(·, T) =
+plan): the sample form of the terminal condition U(·, T) = δG/δρ = log(ρ_T/π) + 1 = −g/τ + const,
+with ∇g(y) = y − x the displacement from the source point x that y comes from, so that v(·, T) =
 −∇U/λ = (y − x)/T on straight characteristics. The fixed point is reached by iterating the map
 (one exact EMD per step). It contracts when τ is large against the product of the source's and
 the answer's lengths: for Gaussians N(m0, s0²) → N(m1, s1²) the mean's error shrinks by s0·s/τ per
