@@ -104,8 +104,9 @@ def _sinkhorn(x: Array, y: Array, device: str, scaling: float, a: Array | None =
     import torch
 
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
+    at = None if a is None else torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
     return sinkhorn_divergence(xt, np.asarray(y, dtype=np.float64), blur=BLUR, p=P,
-                               scaling=scaling, a=a)
+                               scaling=scaling, a=at)
 
 
 def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu",
