@@ -731,6 +731,8 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
         DRAW_KEYS,
         EXACT_KEYS,
         EXACT_MAX_SAMPLES,
+        EXACT_SOLVER,
+        EXACT_TOL,
         exact_metrics,
         floor_metrics,
         kl_proximal_problem,
@@ -783,8 +785,16 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
                     run.path.with_name(f"exact_d{run.dim}_{run.embedding}_s{run.seed}_n{n}"
                                        f"{tag}.json"),
                     stamp | {"source": hashlib.sha256(np.ascontiguousarray(x0).tobytes())
-                             .hexdigest(), "tau": problem[0], "L": problem[1]},
+                             .hexdigest(), "tau": problem[0], "L": problem[1],
+                             "solver": EXACT_SOLVER, "tol": EXACT_TOL},
                     partial(exact_metrics, x0, y1, y2, *problem, device, scaling), scaling)
+                exact = floors[exact_key]
+                if not np.isfinite(exact["sinkhorn_exact"]):
+                    steep = problem[1] is not None and exact["exact_lipschitz_needed"] > problem[1]
+                    why = (f"needs a critic of slope {exact['exact_lipschitz_needed']:.3g} > L = "
+                           f"{problem[1]:g}" if steep else
+                           f"not certified within {EXACT_TOL:g} (ℓ1) of the minimizer")
+                    print(f"{sc.name}: no exact answer on draw {k}: it {why}", file=sys.stderr)
             per_exact.append(floors[exact_key])
         per_sample.append(cached_metrics(
             run.path.with_suffix(f".metrics{tag}.json"), stamp | {"result": digest},

@@ -17,11 +17,21 @@ minimizer is the fixed point
 g the target-side Kantorovich potential of OT(μ0, ρ) (c(x_i, y_j) ≥ f_i + g_j, equality on the
 plan): the sample form of the terminal condition U(·, T) = δG/δρ = log(ρ_T/π) + 1 = −g/τ + const,
 with ∇g(y) = y − x the displacement from the source point x that y comes from, so that v(·, T) =
-−∇U/λ = (y − x)/T on straight characteristics. The fixed point is reached by iterating the map
-(one exact EMD per step). It contracts when τ is large against the product of the source's and
-the answer's lengths: for Gaussians N(m0, s0²) → N(m1, s1²) the mean's error shrinks by s0·s/τ per
-step (s the answer's standard deviation). The first step alone is the solution to first order in
-1/τ.
+−∇U/λ = (y − x)/T on straight characteristics.
+
+How it is solved, with a certificate: by Kantorovich duality OT(w) = max_g ⟨a, g^c⟩ + ⟨w, g⟩,
+so min F = max_g E(g) with the concave dual E(g) = ⟨a, g^c⟩/τ − log((1/n) Σ_j exp(−g_j/τ))
+(:func:`dual_value`), and F(w) − E(g) bounds F(w) − min F for every pair. Conditional gradient
+on E is mirror descent on F (Bach 2015): each step one exact EMD at w = softmax(−g/τ), then g
+moves towards its potential by the step that maximizes E. F is 1-strongly convex in ℓ1 (the
+entropy, Pinsker), so √(2·(F(w) − E(g))) bounds |w − w*|₁: the stopping rule. The plain map
+(step 1) converges in 2–6 EMDs when τ is large against the product of the source's and the
+answer's lengths (for Gaussians N(m0, s0²) → N(m1, s1²) the mean's error shrinks by s0·s/τ per
+step, s the answer's standard deviation), but OT is piecewise linear in w and the minimizer can
+sit on a kink where no single EMD's potential satisfies the fixed point: the map then cycles
+(measured: a 300-point pinwheel draw at τ = 20, on a last-bit change of the cost matrix), while
+the averaged potential converges, at rate O(1/k) in the worst case (τ = 1 on 300 moons points:
+certified ℓ1 distance 3e-4 after 100 EMDs).
 
 The Lipschitz-regularized KL, D_L(ρ‖π) = inf_σ KL(σ‖π) + L·W1(ρ, σ) (``lipschitz_f`` with f = kl),
 has the same minimizer whenever its critic log(ρ_T/π) = −g/τ + const is L-Lipschitz, i.e. when no
@@ -52,39 +62,109 @@ EMD_MAX_ITER = 100_000_000
 class KLProximal:
     """The proximal's terminal law as weights on the target samples (scipy.optimize style).
 
-    weights: (n,) w_j ≥ 0, Σ w_j = 1; ``nit`` steps taken; ``converged``: the last step changed
-    w by at most ``tol`` in ℓ1 (``change``) and every EMD reached optimality; ``step``: the last
-    step size η (1 unless the map cycled, :func:`kl_proximal_weights`);
-    ``lipschitz_needed``: max_j |y_j − x̄_j| / τ (module docstring); ``transport``: OT(μ0, ρ) =
-    W2²(μ0, ρ)/2 at the returned weights; ``message``: why it stopped."""
+    weights: (n,) w_j ≥ 0, Σ w_j = 1; ``objective``: F(w); ``gap``: F(w) − E(g), a certified
+    bound on F(w) − min F (:func:`dual_value`), so that |w − w*|₁ ≤ √(2·gap) (F is 1-strongly
+    convex in ℓ1, by Pinsker's inequality); ``converged``: √(2·gap) ≤ ``tol`` and every EMD
+    reached optimality; ``nit``: EMDs solved; ``step``: the last step γ
+    (:func:`kl_proximal_weights`); ``lipschitz_needed``: max_j |y_j − x̄_j| / τ (module
+    docstring); ``transport``: OT(μ0, ρ) = W2²(μ0, ρ)/2 at the returned weights; ``message``:
+    why it stopped."""
 
     weights: Array
+    objective: float
+    gap: float
     nit: int
     converged: bool
-    change: float
     step: float
     lipschitz_needed: float
     transport: float
     message: str
 
 
-def _transport(x0: Array, y: Array, a: Array, w: Array,
-               cost: Array) -> tuple[Array, Array, float, str | None]:
-    """(plan (m, n), target potential g (n,), OT cost, POT's warning or None) of the exact OT
-    between Σ a_i δ_{x_i} and Σ w_j δ_{y_j} with cost |x − y|²/2."""
+@dataclass(frozen=True)
+class _Transport:
+    """The exact OT between Σ a_i δ_{x_i} and Σ w_j δ_{y_j} (cost |x − y|²/2): plan (m, n), target
+    potential g (n,), its cost, and POT's warning (None when optimal)."""
+
+    plan: Array
+    g: Array
+    cost: float
+    warning: str | None
+
+
+def _transport(a: Array, w: Array, cost: Array) -> _Transport:
     import ot
 
     plan, log = ot.emd(a, w, cost, numItermax=EMD_MAX_ITER, log=True)
-    return plan, np.asarray(log["v"], dtype=np.float64), float(log["cost"]), log.get("warning")
+    return _Transport(plan, np.asarray(log["v"], dtype=np.float64), float(log["cost"]),
+                      log.get("warning"))
+
+
+def objective(w: Array, transport: float, tau: float) -> float:
+    """F(w) = OT(μ0, Σ w_j δ_{y_j})/τ + Σ_j w_j log(n w_j) (0 log 0 = 0), OT = ``transport``."""
+    positive = w[w > 0]
+    return transport / tau + float(positive @ np.log(len(w) * positive))
+
+
+def weights_of(g: Array, tau: float) -> Array:
+    """w_j = exp(−g_j/τ) / Σ_k exp(−g_k/τ) (n,): the minimizer of ⟨w, g⟩/τ + Σ w log(n w) over
+    the simplex."""
+    z = -g / tau
+    w = np.exp(z - z.max())
+    return w / w.sum()
+
+
+def dual_value(g: Array, cost: Array, a: Array, tau: float) -> float:
+    """The Lagrange dual of min F at a target potential g (any g in R^n):
+
+        E(g) = ⟨a, g^c⟩/τ − log((1/n) Σ_j exp(−g_j/τ)),   g^c_i = min_j (c_ij − g_j),
+
+    from OT(w) = max_g ⟨a, g^c⟩ + ⟨w, g⟩ (Kantorovich) and min_w ⟨w, g⟩/τ + Σ w log(n w) =
+    −log((1/n) Σ exp(−g/τ)). E is concave and max E = min F (strong duality), so
+    F(w) − E(g) ≥ F(w) − min F for every pair (w, g)."""
+    z = -g / tau
+    top = z.max()
+    return (float(a @ np.min(cost - g[None, :], axis=1)) / tau
+            - (top + float(np.log(np.mean(np.exp(z - top))))))
+
+
+def _line_search(g0: Array, g1: Array, cost: Array, a: Array, tau: float) -> tuple[float, float]:
+    """(γ, E) maximizing the concave E((1 − γ) g0 + γ g1) over γ in [0, 1] (:func:`dual_value`),
+    by golden section to 1e-4 in γ."""
+    def at(gamma: float) -> float:
+        return dual_value((1.0 - gamma) * g0 + gamma * g1, cost, a, tau)
+
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    lo, hi = 0.0, 1.0
+    left, right = hi - ratio, ratio
+    f_left, f_right = at(left), at(right)
+    while hi - lo > 1e-4:
+        if f_left < f_right:
+            lo, left, f_left = left, right, f_right
+            right = lo + ratio * (hi - lo)
+            f_right = at(right)
+        else:
+            hi, right, f_right = right, left, f_left
+            left = hi - ratio * (hi - lo)
+            f_left = at(left)
+    candidates = [(0.0, at(0.0)), (1.0, at(1.0)), (left, f_left), (right, f_right)]
+    return max(candidates, key=lambda c: c[1])
 
 
 def kl_proximal_weights(x0: Array, y: Array, tau: float, *, tol: float = 1e-4,
                         max_iter: int = 50) -> KLProximal:
-    """The minimizer of OT(μ0, Σ w_j δ_{y_j})/τ + Σ w_j log(n w_j) over the simplex (module
-    docstring): source samples x0 (m, d), target samples y (n, d), τ = T/λ > 0. Iterates
-    w ← w^(1−η) softmax(−g(w)/τ)^η from w = 1/n (mirror descent on the convex F; η = 1, the
-    fixed-point map, halved whenever a step moves w more than the one before) until the ℓ1
-    change is at most ``tol``; one exact EMD (float64, an m × n cost matrix) per step."""
+    """The minimizer of F(w) = OT(μ0, Σ w_j δ_{y_j})/τ + Σ w_j log(n w_j) over the simplex
+    (module docstring): source samples x0 (m, d), target samples y (n, d), τ = T/λ > 0.
+
+    Conditional gradient on the concave dual E (:func:`dual_value`), the dual form of mirror
+    descent on F (F. Bach, SIAM J. Optim. 25, 2015): from g = 0 (w uniform), each step solves
+    the exact OT at w = softmax(−g/τ) (POT's ``ot.emd``: its target potential g_w maximizes
+    E's linearization at g), then moves g ← (1 − γ) g + γ g_w with γ maximizing E (γ = 1 is the
+    fixed-point map w ← softmax(−g_w/τ)). OT is piecewise linear in w, so the minimizer can sit
+    on a kink where no single EMD potential satisfies w = softmax(−g/τ) and the plain map
+    cycles; the averaged g does. Stops when the certified distance √(2·(F(w) − E(g))) to the
+    minimizer is at most ``tol`` in ℓ1 (returning the best w seen); one exact EMD (float64, an
+    m × n cost matrix) per step."""
     x0 = np.ascontiguousarray(x0, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     if x0.ndim != 2 or y.ndim != 2 or x0.shape[1] != y.shape[1]:
@@ -95,41 +175,40 @@ def kl_proximal_weights(x0: Array, y: Array, tau: float, *, tol: float = 1e-4,
         raise ValueError("x0, y: samples must be finite")
     if not (np.isfinite(tau) and tau > 0):
         raise ValueError(f"tau: expected τ = T/λ > 0, got {tau}")
-    cost = 0.5 * (np.sum(x0**2, 1)[:, None] + np.sum(y**2, 1)[None, :]) - x0 @ y.T
-    np.maximum(cost, 0.0, out=cost)  # round-off of the expansion, never below the exact 0
+    import ot
+
+    cost = ot.dist(x0, y) / 2  # |x − y|²/2, clipped at 0 against round-off (as mfg.metrics)
     a = np.full(len(x0), 1.0 / len(x0))
-    w = np.full(len(y), 1.0 / len(y))
-    step, change, message, converged, nit = 1.0, np.inf, "", False, 0
-    while nit < max_iter:
+    g = np.zeros(len(y))
+    bound = dual_value(g, cost, a, tau)
+    best: tuple[float, Array, _Transport] | None = None
+    gamma, nit, message = 1.0, 0, ""
+    while True:
+        w = weights_of(g, tau)
+        now = _transport(a, w, cost)
         nit += 1
-        _, g, _, warning = _transport(x0, y, a, w, cost)
-        if warning:
-            message = f"EMD: {warning}"
+        if now.warning:
+            best, message = (np.inf, w, now), f"EMD: {now.warning}"
             break
-        # w ← w^(1−η) softmax(−g/τ)^η: mirror descent on F with step η (η = 1: the fixed-point
-        # map). g jumps where the plan's support changes (OT is piecewise linear in w), so near
-        # the minimizer the map can cycle; halving η whenever the move grows damps the cycle.
-        logits = -step * g / tau
-        if step < 1.0:
-            with np.errstate(divide="ignore"):  # a weight that underflowed to 0 stays 0
-                logits = logits + (1.0 - step) * np.log(w)
-        new = np.exp(logits - logits.max())
-        new /= new.sum()
-        moved = float(np.abs(new - w).sum())
-        if moved > change:
-            step /= 2
-        change, w = moved, new
-        if change <= tol:
-            converged, message = True, f"converged: ℓ1 change {change:.2e} <= tol {tol:.0e}"
+        value = objective(w, now.cost, tau)
+        if best is None or value < best[0]:
+            best = (value, w, now)
+        distance = np.sqrt(2 * max(best[0] - bound, 0.0))
+        if distance <= tol:
+            message = f"converged: certified ℓ1 distance {distance:.2e} <= tol {tol:.0e}"
             break
-    if not message:
-        message = f"max_iter ({max_iter}) reached: ℓ1 change {change:.2e} > tol {tol:.0e}"
-    plan, _, ot_cost, warning = _transport(x0, y, a, w, cost)
-    if warning:
-        converged, message = False, f"EMD: {warning}"
-    mass = plan.sum(axis=0)
-    barycentre = (plan.T @ x0) / np.where(mass > 0, mass, 1.0)[:, None]
+        if nit == max_iter:
+            message = (f"max_iter ({max_iter}) reached: certified ℓ1 distance {distance:.2e} > "
+                       f"tol {tol:.0e}")
+            break
+        gamma, found = _line_search(g, now.g, cost, a, tau)
+        g, bound = (1.0 - gamma) * g + gamma * now.g, max(bound, found)
+    value, w, now = best
+    gap = max(value - bound, 0.0)
+    converged = now.warning is None and np.sqrt(2 * gap) <= tol
+    mass = now.plan.sum(axis=0)
+    barycentre = (now.plan.T @ x0) / np.where(mass > 0, mass, 1.0)[:, None]
     reach = np.linalg.norm(y - barycentre, axis=1)[mass > 0]
-    return KLProximal(weights=w, nit=nit, converged=converged, change=change, step=step,
-                      lipschitz_needed=float(reach.max() / tau), transport=ot_cost,
-                      message=message)
+    return KLProximal(weights=w, objective=value, gap=gap, nit=nit, converged=bool(converged),
+                      step=gamma, lipschitz_needed=float(reach.max() / tau),
+                      transport=now.cost, message=message)
