@@ -791,10 +791,11 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
                 exact = floors[exact_key]
                 if not np.isfinite(exact["sinkhorn_exact"]):
                     steep = problem[1] is not None and exact["exact_lipschitz_needed"] > problem[1]
-                    why = (f"needs a critic of slope {exact['exact_lipschitz_needed']:.3g} > L = "
-                           f"{problem[1]:g}" if steep else
-                           f"not certified within {EXACT_TOL:g} (ℓ1) of the minimizer")
-                    print(f"{sc.name}: no exact answer on draw {k}: it {why}", file=sys.stderr)
+                    why = (f"it needs a critic of slope {exact['exact_lipschitz_needed']:.3g} > "
+                           f"L = {problem[1]:g}" if steep else
+                           f"its weights are not certified within {EXACT_TOL:g} (ℓ1) of the "
+                           "minimizer's")
+                    print(f"{sc.name}: no exact answer on draw {k}: {why}", file=sys.stderr)
             per_exact.append(floors[exact_key])
         per_sample.append(cached_metrics(
             run.path.with_suffix(f".metrics{tag}.json"), stamp | {"result": digest},

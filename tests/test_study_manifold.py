@@ -347,6 +347,26 @@ def test_no_exact_answer_beyond_its_sample_cap(tmp_path, capsys, monkeypatch):
     assert not list((tmp_path / "m_runs").glob("exact_*.json"))
 
 
+def test_an_uncertified_exact_answer_is_nan_and_said_and_not_reused(tmp_path, capsys,
+                                                                   monkeypatch):
+    """A tolerance below round-off (the certified ℓ1 distance cannot reach 1e-12): the exact
+    figure is NaN and stderr says why; the cache is stamped with the tolerance, so the study at
+    the default one computes it again, finite."""
+    import mfg.manifold
+
+    args = ["study", "manifold", PINWHEEL, "--dims", "2", "--seeds", "1", *TINY, "--draws", "1",
+            "--baselines", "none", "-o", str(tmp_path / "m.h5")]
+    monkeypatch.setattr(mfg.manifold, "EXACT_TOL", 1e-12)
+    assert cli.main(args) == 0
+    assert np.isnan(read_table(tmp_path / "m.h5")[0]["sinkhorn_exact"][0])
+    err = capsys.readouterr().err
+    assert "no exact answer on draw 0: its weights are not certified within 1e-12" in err
+    monkeypatch.undo()
+    assert cli.main(args) == 0
+    assert np.isfinite(read_table(tmp_path / "m.h5")[0]["sinkhorn_exact"][0])
+    assert "no exact answer" not in capsys.readouterr().err
+
+
 def test_target_draws_are_reproducible_independent_streams():
     """Draw 0 is the earlier single draw (streams [seed, 7] and [seed, 8]); draw k >= 1 comes
     from [seed, 7, k] and [seed, 8, k]."""
