@@ -544,6 +544,9 @@ class ManifoldRun:
     method: str
     scenario: Any  # mfg.scenario.Scenario
     path: Path
+    #: generated samples per target draw when the study set the solver's sample size to draws
+    #: times it (mfg.manifold.generated_draws); None: the solver's whole sample for every draw
+    per_draw: int | None = None
 
 
 def name_list(text: str, allowed: tuple[str, ...], flag: str) -> list[str]:
@@ -580,7 +583,10 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
     scenario with ``--set``, then dim, a zero source mean, the embedding, ``domain: null``
     (d > 2), the seed, the name ``<name>_d{d}_{e}_s{s}_{method}``, no progress bar and, for the
     likelihood baseline, ``terminal: {kind: likelihood}`` with ``solver.terminal_weight=0``, then
-    ``--baseline-set`` (solver settings only: the two methods solve the same problem)."""
+    ``--baseline-set`` (solver settings only: the two methods solve the same problem). A solver
+    with ``eval_samples`` n is asked for ``--draws`` times n, so that each target draw is read
+    against n generated samples of its own (mfg.manifold.generated_draws); the scenario text
+    records it."""
     from mfg.datasets import EMBEDDINGS
     from mfg.manifold import ANY_EMBEDDING
 
@@ -616,12 +622,16 @@ def manifold_runs(args: argparse.Namespace, base: Any, runs_dir: Path) -> list[M
                         sets += [f"terminal={{kind: {m}}}", "solver.terminal_weight=0",
                                  *args.baseline_set]
                     sc = load(args.scenario, sets)
+                    per_draw = getattr(sc.solver, "eval_samples", None)
+                    if per_draw is not None and args.draws > 1:
+                        sc = load(args.scenario,
+                                  [*sets, f"solver.eval_samples={per_draw * args.draws}"])
                     path = runs_dir / f"{name}.h5"
                     if "checkpoint" in {f.name for f in dataclasses.fields(sc.solver)}:
                         # checkpoints beside the run's file, not in results/ (not in sc.text)
                         sc = dataclasses.replace(sc, solver=dataclasses.replace(
                             sc.solver, checkpoint=f"{path}.ckpt"))
-                    runs.append(ManifoldRun(d, emb, s, m, sc, path))
+                    runs.append(ManifoldRun(d, emb, s, m, sc, path, per_draw))
     return runs
 
 
@@ -649,10 +659,61 @@ def same_settings(recorded: dict[str, Any], config: Any) -> bool:
     return True
 
 
+def without_eval_samples(text: str) -> Any:
+    """A scenario's text as parsed YAML without ``solver.eval_samples`` (how many samples the
+    trained model is evaluated on, not what it is trained for)."""
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and isinstance(data.get("solver"), dict):
+        data["solver"] = {k: v for k, v in data["solver"].items() if k != "eval_samples"}
+    return data
+
+
+class TrainingNeeded(Exception):
+    """Raised by :func:`evaluate_only` when the checkpoint is not at the run's last iteration."""
+
+
+def evaluate_only(trainer: Any) -> None:
+    """Training callback of :func:`evaluate_again`: a step taken means the checkpoint was not
+    the finished run's."""
+    raise TrainingNeeded
+
+
+def evaluate_again(run: ManifoldRun, old: Any) -> Any | None:  # -> mfg.results.Result | None
+    """The finished neural run ``old`` evaluated on the run's ``eval_samples`` from its final
+    checkpoint, without training: its scenario and settings must be the run's but for
+    ``eval_samples`` (a study with more ``--draws`` asks for more samples), its checkpoint must
+    be there, of the same run (the solver checks the fingerprint) and at its last iteration
+    (:func:`evaluate_only`: the learning-rate schedule depends on ``max_iter``, so a run must
+    not go on from another run's checkpoint). The evaluation has its own random streams, so
+    the first samples are those of ``old``. The Result keeps ``old``'s wall time (the training
+    it reuses). None when any condition fails: the caller solves afresh."""
+    from solvers.neural.solver import solve as neural_solve
+    from solvers.neural.training import CheckpointError
+
+    sc = run.scenario
+    cfg = sc.solver
+    if (cfg.kind != "neural" or old.status == "diverged" or not cfg.checkpoint
+            or not Path(cfg.checkpoint).is_file()
+            or without_eval_samples(old.scenario_text) != without_eval_samples(sc.text)
+            or not same_settings(old.settings,
+                                 dataclasses.replace(cfg, eval_samples=old.settings.get(
+                                     "eval_samples", cfg.eval_samples)))):
+        return None
+    try:
+        result = neural_solve(dataclasses.replace(sc, solver=dataclasses.replace(
+            cfg, resume=True)), callback=evaluate_only)
+    except (CheckpointError, TrainingNeeded):
+        return None
+    result.wall_time_s = old.wall_time_s
+    return result
+
+
 def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Result, how)
     """The run's Result: its file when that holds the same scenario text and solver settings
-    (:func:`same_settings`; "reused"), else a fresh solve written there ("solved"). A neural
-    run whose loss turned non-finite becomes a
+    (:func:`same_settings`; "reused"); the same run evaluated on another number of samples from
+    its final checkpoint when only ``eval_samples`` differs (:func:`evaluate_again`; "evaluated
+    again"); else a fresh solve written there ("solved"). A neural run whose loss turned
+    non-finite becomes a
     Result with status ``diverged`` (its message in ``settings["error"]``), written as well;
     any other NeuralTrainingError is a setting the solver refused (bad input, exit 2)."""
     import solvers
@@ -667,6 +728,12 @@ def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Resu
             old = read_result(run.path)
             if old.scenario_text == sc.text and same_settings(old.settings, sc.solver):
                 return old, "reused"
+            again = evaluate_again(run, old)
+            if again is not None:
+                fill_provenance(again, again.wall_time_s)
+                write_result(again, run.path)
+                return again, (f"evaluated again on {sc.solver.eval_samples} samples from its "
+                               "checkpoint")
             how = "solved (replacing a run of another scenario or solver settings)"
         except ResultFileError:
             how = "solved (replacing an unreadable run file)"
@@ -716,8 +783,10 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
     """The table row of one run: mfg.manifold metrics (Sinkhorn at ε-scaling ``scaling``, None:
     mfg.metrics.SINKHORN_SCALING) on its terminal samples against ``draws``
     independent target draws, each Sinkhorn figure and its floor the mean over the draws
-    (mfg.manifold.mean_over_draws; the k-th figure against the k-th draw's floor); and its
-    samples' plane coordinates with those of draw 0 (None when it diverged). Every measure is
+    (mfg.manifold.mean_over_draws; the k-th figure, of the k-th block of generated samples when
+    the run holds one per draw (``run.per_draw``, mfg.manifold.generated_draws), against the k-th
+    draw's floor; the distances to the plane are draw 0's); and the plane coordinates of the
+    generated samples and of the target of draw 0 (None when it diverged). Every measure is
     cached per draw (draw 0 under the names of single-draw studies, draw k as ``..._k<k>``), so
     a study with more draws computes only the new ones; floors are kept per dim, embedding, seed,
     size and draw, the plane floor per seed, size and draw (the draws' plane coordinates do not
@@ -735,6 +804,7 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
         EXACT_TOL,
         exact_metrics,
         floor_metrics,
+        generated_draws,
         kl_proximal_problem,
         mean_over_draws,
         plane_basis,
@@ -750,11 +820,12 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
     status = result.status
     if x is None or not np.all(np.isfinite(x)):
         status, x = "diverged", None
-    n = len(x) if x is not None else getattr(sc.solver, "eval_samples", 5000)
+    n = run.per_draw or (len(x) if x is not None else getattr(sc.solver, "eval_samples", 5000))
     q = plane_basis(sc.dim, sc.target.embedding, sc.target.embedding_seed)
     device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
     digest = file_digest(run.path)
-    measured = x if x is not None else np.full((n, sc.dim), np.nan)
+    measured = generated_draws(x if x is not None else np.full((n * draws, sc.dim), np.nan),
+                               draws, run.per_draw)
     # the posed problem's exact answer, for the scenario's own terminal cost only (a baseline
     # such as the likelihood flow solves another problem)
     problem = kl_proximal_problem(sc.terminal, sc.lam, sc.T)
@@ -798,8 +869,9 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
                     print(f"{sc.name}: no exact answer on draw {k}: {why}", file=sys.stderr)
             per_exact.append(floors[exact_key])
         per_sample.append(cached_metrics(
-            run.path.with_suffix(f".metrics{tag}.json"), stamp | {"result": digest},
-            partial(sample_metrics, measured, y1, q, device, scaling), scaling))
+            run.path.with_suffix(f".metrics{tag}.json"),
+            stamp | {"result": digest, "per_draw": run.per_draw},
+            partial(sample_metrics, measured[k], y1, q, device, scaling), scaling))
         if k == 0:
             y_plane = y1 @ q
     nan = float("nan")
@@ -817,7 +889,7 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
         row[f"{k}_over_floor"] = float(np.divide(row[k], row[f"{k}_floor"]))
     # and against the figure of the problem's exact answer: what is left is the solver's
     row["sinkhorn_over_exact"] = float(np.divide(row["sinkhorn"], row["sinkhorn_exact"]))
-    return row, None if x is None else (x @ q, y_plane)
+    return row, None if x is None else (measured[0] @ q, y_plane)
 
 
 def manifold_command(args: argparse.Namespace, out: Path) -> str:
@@ -1065,8 +1137,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "isometry or both")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per case (default 3)")
     p.add_argument("--draws", type=int, default=DRAWS,
-                   help="independent target draws each Sinkhorn figure and its floor are "
-                   f"averaged over (default {DRAWS})")
+                   help="independent draws each Sinkhorn figure and its floor are averaged "
+                   "over, each a fresh target sample and (for a solver with eval_samples n, "
+                   f"which is asked for draws x n) fresh generated samples (default {DRAWS})")
     p.add_argument("--sinkhorn-scaling", type=float, default=SINKHORN_SCALING,
                    help="geomloss's ε-scaling ratio for every Sinkhorn figure and floor, in "
                    f"(0, 1) (default {SINKHORN_SCALING}; 0.999 is converged and costs about 100x "

@@ -139,6 +139,29 @@ def test_resume_after_interruption_gives_the_same_parameters(tmp_path):
     assert len(resumed.history["loss"]) == 6
 
 
+def test_sinkhorn_to_target_reads_a_fixed_number_of_samples(tmp_path, monkeypatch):
+    """sinkhorn_to_target is S_ε (mfg.metrics, checked against geomloss and POT there) between
+    the first SINKHORN_POINTS terminal samples and as many target points of the evaluation's
+    own stream (seed, 1), whatever eval_samples is: the study asks for more samples than it
+    measures at once."""
+    import solvers.neural.fields as fields
+    from mfg.metrics import EVAL_BLUR, EVAL_P, sinkhorn_divergence
+
+    monkeypatch.setattr(fields, "SINKHORN_POINTS", 40)
+    sc = tiny(tmp_path, "solver.checkpoint_every=0")
+    res = solve(sc)
+    x = res.samples["terminal"]
+    assert len(x) == 64
+    rng = np.random.default_rng([sc.seed, 1])
+    sc.source.sample(64, rng)
+    y = sc.target.sample(64, rng)
+    expected = sinkhorn_divergence(torch.as_tensor(x[:40]), torch.as_tensor(y[:40]),
+                                   blur=EVAL_BLUR, p=EVAL_P)
+    assert res.metrics["sinkhorn_to_target"] == pytest.approx(expected, rel=1e-6)
+    whole = sinkhorn_divergence(torch.as_tensor(x), torch.as_tensor(y), blur=EVAL_BLUR, p=EVAL_P)
+    assert abs(whole - expected) > 1e-3 * expected  # the cap is what was read
+
+
 def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_path):
     sc = tiny(tmp_path, "solver.checkpoint_every=2")
     with pytest.raises(NeuralTrainingError, match=r"non-finite .* iteration 5 .*run\.ckpt"):

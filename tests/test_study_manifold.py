@@ -25,6 +25,7 @@ from mfg.manifold import (
     distance_stats,
     exact_metrics,
     floor_metrics,
+    generated_draws,
     mean_over_draws,
     plane_basis,
     plane_coordinates,
@@ -35,7 +36,7 @@ from mfg.manifold import (
     target_draws,
 )
 from mfg.metrics import SINKHORN_SCALING
-from mfg.results import read_json, read_result, read_table, write_result, write_table
+from mfg.results import read_result, read_table, write_result, write_table
 from mfg.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +210,11 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     q = plane_basis(3, "isometry", 0)
     target = parse_scenario(res.scenario_text).target
     pairs = [target_draws(target, 300, seed=0, draw=k) for k in range(DRAWS)]
-    by_draw = [sample_metrics(res.samples["terminal"], y1, q) for y1, _ in pairs]
+    # each draw reads a fresh block of 300 generated samples: the study asked for DRAWS × 300
+    x = res.samples["terminal"]
+    assert x.shape == (DRAWS * 300, 3) and "eval_samples: 900" in res.scenario_text
+    blocks = [x[300 * k:300 * (k + 1)] for k in range(DRAWS)]
+    by_draw = [sample_metrics(b, y1, q) for b, (y1, _) in zip(blocks, pairs, strict=True)]
     floors = [floor_metrics(y1, y2, q) for y1, y2 in pairs]
     for key in ("sinkhorn", "sinkhorn_plane"):
         assert columns[key][i] == pytest.approx(np.mean([m[key] for m in by_draw]), rel=1e-9)
@@ -231,7 +236,7 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     assert np.all(np.isfinite(columns["sinkhorn_exact"][ours]))
     assert np.all(np.isnan(columns["sinkhorn_exact"][~ours]))
     assert columns["plane_dist_p99"][i] == pytest.approx(
-        distance_stats(res.samples["terminal"], q)["plane_dist_p99"], rel=1e-12)
+        distance_stats(blocks[0], q)["plane_dist_p99"], rel=1e-12)
     assert columns["wall_time_s"][i] == pytest.approx(res.wall_time_s)
     assert columns["plane_dist_mean"][0] < 1e-12  # d = 2: on the plane by construction
     # the target draws are the same 2-D points embedded by the run's own isometry, so the
@@ -269,31 +274,80 @@ def test_study_end_to_end_then_resume(tmp_path, capsys, monkeypatch):
     np.testing.assert_array_equal(third["sinkhorn"][1:], columns["sinkhorn"][1:])
 
 
-def test_more_draws_compute_only_the_new_draws(tmp_path, monkeypatch):
-    """--draws 1, then --draws 2 on the same runs: the second study measures draw 1 only (4 runs:
-    d = 2 one Sinkhorn each, d = 3 two, full and on the plane; the floors of d = 2 one, of d = 3
-    one, its plane floor being d = 2's), and its figures are the means of the two draws'."""
-    import mfg.manifold
+#: checkpoints, which the study evaluates again from when only eval_samples changes
+CHECKPOINTS = ["--set", "solver.checkpoint_every=5"]
 
-    assert study(tmp_path, "--embedding", "pad", "--draws", "1") == 0
+
+def test_more_draws_evaluate_the_runs_again_and_reuse_the_floors(tmp_path, capsys, monkeypatch):
+    """--draws 1, then --draws 2 on the same runs: each draw needs generated samples of its own,
+    so each run is evaluated again on twice the samples from its final checkpoint, without
+    training (its first samples, history and wall time are the first study's), and measured on
+    both draws, while the floors and exact answers of draw 0 are read back (4 runs: d = 2 one
+    Sinkhorn per draw, d = 3 two, full and on the plane; the floors of d = 2 one, of d = 3 one,
+    its plane floor being d = 2's; the exact answers of d = 2 and d = 3). The figures are the
+    means of the two draws', each on its own block of generated samples."""
+    import mfg.manifold
+    from solvers.neural.training import Trainer
+
+    assert study(tmp_path, "--embedding", "pad", "--draws", "1", *CHECKPOINTS) == 0
     one, _ = read_table(tmp_path / "m.h5")
-    calls = []
+    before = {n: read_result(tmp_path / "m_runs" / f"{n}.h5") for n in one["name"]}
+    capsys.readouterr()
+    calls, steps = [], []
     real = mfg.manifold._sinkhorn
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
+    real_step = Trainer.step
     monkeypatch.setattr(mfg.manifold, "_sinkhorn", counted)
-    assert study(tmp_path, "--embedding", "pad", "--draws", "2") == 0
-    assert len(calls) == 2 * 1 + 2 * 2 + 1 + 1 + 2  # + the exact answers of d = 2 and d = 3
+    monkeypatch.setattr(Trainer, "step", lambda self: steps.append(1) or real_step(self))
+    assert study(tmp_path, "--embedding", "pad", "--draws", "2", *CHECKPOINTS) == 0
+    assert capsys.readouterr().err.count("evaluated again on 600 samples") == 4 and not steps
+    assert len(calls) == 2 * (2 * 1 + 2 * 2) + 1 + 1 + 2
     two, _ = read_table(tmp_path / "m.h5")
     assert list(one["draws"]) == [1] * 4 and list(two["draws"]) == [2] * 4
+    assert list(two["n_samples"]) == [300] * 4
+    monkeypatch.undo()
     for i, name in enumerate(two["name"]):
-        draw1 = read_json(tmp_path / "m_runs" / f"{name}.metrics_k1.json")["metrics"]
-        assert two["sinkhorn"][i] == pytest.approx((one["sinkhorn"][i] + draw1["sinkhorn"]) / 2,
-                                                   rel=1e-12)
-    np.testing.assert_array_equal(two["plane_dist_mean"], one["plane_dist_mean"])
+        res = read_result(tmp_path / "m_runs" / f"{name}.h5")
+        sc = parse_scenario(res.scenario_text)
+        x = res.samples["terminal"]
+        assert len(x) == 600 and sc.solver.eval_samples == 600
+        # the same trained model: the evaluation's streams are its own, so its first samples
+        # are the first study's
+        np.testing.assert_array_equal(x[:300], before[name].samples["terminal"])
+        np.testing.assert_array_equal(res.history["loss"], before[name].history["loss"])
+        assert res.wall_time_s == before[name].wall_time_s == two["wall_time_s"][i]
+        q = plane_basis(sc.dim, "pad", 0)
+        figures = [sample_metrics(x[300 * k:300 * (k + 1)], target_draws(sc.target, 300, 0, k)[0],
+                                  q)["sinkhorn"] for k in range(2)]
+        assert two["sinkhorn"][i] == pytest.approx(np.mean(figures), rel=1e-9)
+        floors = [floor_metrics(*target_draws(sc.target, 300, 0, k), q)["sinkhorn_floor"]
+                  for k in range(2)]
+        assert two["sinkhorn_floor"][i] == pytest.approx(np.mean(floors), rel=1e-9)
+        assert one["sinkhorn_floor"][i] == pytest.approx(floors[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("other", ["solver.max_iter=5", "solver.lr=1e-3"])
+def test_a_checkpoint_not_of_the_finished_run_is_not_evaluated_again(tmp_path, capsys, other):
+    """A run's checkpoint replaced by one of the same run stopped earlier (the learning-rate
+    schedule depends on max_iter: it must not be continued) or of another training (the
+    fingerprint differs): raising --draws solves the run afresh, to the same model."""
+    tiny = ["--dims", "2", "--baselines", "none", *CHECKPOINTS]
+    assert study(tmp_path, *tiny, "--draws", "1") == 0
+    assert study(tmp_path, *tiny, "--draws", "1", "--set", other, out="other.h5") == 0
+    name = "neural_pinwheel_2d_d2_any_s0_lipschitz_f"
+    before = read_result(tmp_path / "m_runs" / f"{name}.h5")
+    ckpt = tmp_path / "m_runs" / f"{name}.h5.ckpt"
+    ckpt.write_bytes((tmp_path / "other_runs" / f"{name}.h5.ckpt").read_bytes())
+    capsys.readouterr()
+    assert study(tmp_path, *tiny, "--draws", "2") == 0
+    assert "solved (replacing a run of another" in capsys.readouterr().err
+    after = read_result(tmp_path / "m_runs" / f"{name}.h5")
+    np.testing.assert_array_equal(after.samples["terminal"][:300], before.samples["terminal"])
+    assert len(after.history["loss"]) == 10
 
 
 def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
@@ -389,6 +443,15 @@ def test_mean_over_draws():
     assert mean_over_draws(draws, ["a"]) == {"a": 2.0}
     with pytest.raises(ValueError, match="no draws"):
         mean_over_draws([])
+
+
+def test_generated_draws_are_disjoint_blocks():
+    x = np.arange(14.0).reshape(7, 2)
+    blocks = generated_draws(x, 3, 2)  # the seventh point is left over
+    assert [b.tolist() for b in blocks] == [[[0, 1], [2, 3]], [[4, 5], [6, 7]], [[8, 9], [10, 11]]]
+    assert all(b is x for b in generated_draws(x, 2, None))  # a sample the study did not size
+    with pytest.raises(ValueError, match="7 generated samples for 3 draws of 3"):
+        generated_draws(x, 3, 3)
 
 
 def test_a_diverged_run_is_recorded_and_the_study_goes_on(tmp_path, capsys, monkeypatch):

@@ -29,11 +29,11 @@ class NeuralSolverConfig:
     (terminal-condition residual). ``divergence``: ∇·v by the exact Laplacian or Hutchinson's
     estimator (``auto``: exact when dim <= 10).
 
-    Output: ``eval_samples`` terminal samples (and the Sinkhorn divergence to as many fresh
-    target samples), ``n_trajectories`` trajectories, and for dim <= 2 with a domain, U and ρ on
-    ``grid_n`` cells per axis at ``grid_nt + 1`` times. Checkpoints every ``checkpoint_every``
-    iterations (0: only at the end) to ``checkpoint`` (None: the result path + ``.ckpt``);
-    ``resume`` continues from it.
+    Output: ``eval_samples`` terminal samples (and the Sinkhorn divergence of at most 5,000
+    of them to as many fresh target samples), ``n_trajectories`` trajectories, and for
+    dim <= 2 with a domain, U and ρ on ``grid_n`` cells per axis at ``grid_nt + 1`` times.
+    Checkpoints every ``checkpoint_every`` iterations (0: only at the end) to ``checkpoint``
+    (None: the result path + ``.ckpt``); ``resume`` continues from it.
     """
 
     kind: str = "neural"
