@@ -824,8 +824,8 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
     q = plane_basis(sc.dim, sc.target.embedding, sc.target.embedding_seed)
     device = "cuda" if getattr(sc.solver, "device", "cpu") == "cuda" else "cpu"
     digest = file_digest(run.path)
-    measured = generated_draws(x if x is not None else np.full((n * draws, sc.dim), np.nan),
-                               draws, run.per_draw)
+    measured = (generated_draws(x, draws, run.per_draw) if x is not None
+                else [np.full((n, sc.dim), np.nan)] * draws)
     # the posed problem's exact answer, for the scenario's own terminal cost only (a baseline
     # such as the likelihood flow solves another problem)
     problem = kl_proximal_problem(sc.terminal, sc.lam, sc.T)
