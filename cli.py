@@ -708,14 +708,35 @@ def evaluate_again(run: ManifoldRun, old: Any) -> Any | None:  # -> mfg.results.
     return result
 
 
+def continued(run: ManifoldRun) -> tuple[Any, str] | None:  # -> (Scenario, how) | None
+    """The run's scenario set to resume, and what that does, when its checkpoint is of this very
+    run (solvers.neural.training.continuation: the same problem and training, written under the
+    same ``max_iter``), so that resuming gives what an uninterrupted run would have (bit for bit
+    on CPU): a study stopped by Ctrl-C, a crash or a lost machine goes on from the last
+    checkpoint instead of training again. None for a run with no such checkpoint."""
+    sc = run.scenario
+    cfg = sc.solver
+    if cfg.kind != "neural" or not cfg.checkpoint:
+        return None
+    from solvers.neural.training import continuation
+
+    done = continuation(cfg.checkpoint, sc)
+    if done is None:
+        return None
+    how = (f"evaluated from its finished checkpoint (iteration {done})" if done == cfg.max_iter
+           else f"resumed from its checkpoint at iteration {done} of {cfg.max_iter}")
+    return dataclasses.replace(sc, solver=dataclasses.replace(cfg, resume=True)), how
+
+
 def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Result, how)
     """The run's Result: its file when that holds the same scenario text and solver settings
     (:func:`same_settings`; "reused"); the same run evaluated on another number of samples from
     its final checkpoint when only ``eval_samples`` differs (:func:`evaluate_again`; "evaluated
-    again"); else a fresh solve written there ("solved"). A neural run whose loss turned
-    non-finite becomes a
-    Result with status ``diverged`` (its message in ``settings["error"]``), written as well;
-    any other NeuralTrainingError is a setting the solver refused (bad input, exit 2)."""
+    again"); the run resumed from its checkpoint when that is of the same run (:func:`continued`:
+    a study interrupted goes on where it stopped); else a fresh solve written there ("solved").
+    A neural run whose loss turned non-finite becomes a Result with status ``diverged`` (its
+    message in ``settings["error"]``), written as well; any other NeuralTrainingError is a
+    setting the solver refused (bad input, exit 2)."""
     import solvers
     from mfg.results import Result, ResultFileError, read_result, write_result
     from mfg.scenario import ScenarioError
@@ -737,6 +758,9 @@ def solve_or_reuse(run: ManifoldRun) -> tuple[Any, str]:  # -> (mfg.results.Resu
             how = "solved (replacing a run of another scenario or solver settings)"
         except ResultFileError:
             how = "solved (replacing an unreadable run file)"
+    resumed = continued(run)
+    if resumed is not None:
+        sc, how = resumed
     start = time.perf_counter()
     try:
         result = solvers.solve(sc)

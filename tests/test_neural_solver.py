@@ -5,6 +5,7 @@ the non-finite guard, the settings schema, the CLI flags, and CUDA when a GPU is
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,48 @@ def test_resume_after_interruption_gives_the_same_parameters(tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert len(resumed.history["loss"]) == 6
+
+
+def test_a_checkpoint_records_its_schedule_and_training_time(tmp_path, capsys):
+    """A checkpoint records the max_iter it was written under (the learning rate
+    lr·lr_decay^(k/max_iter) depends on it) and the training seconds so far. ``continuation``
+    accepts only a checkpoint of the same run under the same max_iter; resuming under another
+    one is allowed and said on stderr; a resumed run's times count the earlier sessions'
+    training (here a recorded 1000 s)."""
+    from solvers.neural.training import continuation
+
+    def interrupt(trainer: Trainer) -> None:
+        if trainer.iteration == 3:
+            raise KeyboardInterrupt
+
+    part = tiny(tmp_path, "solver.checkpoint_every=3")
+    with pytest.raises(KeyboardInterrupt):
+        solve(part, callback=interrupt)
+    ckpt = tmp_path / "run.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["max_iter"] == 6 and state["iteration"] == 3 and state["train_seconds"] > 0
+    assert continuation(ckpt, part) == 3
+    longer = tiny(tmp_path, "solver.checkpoint_every=3", "solver.max_iter=9")
+    assert continuation(ckpt, longer) is None  # the schedule would change
+    assert continuation(ckpt, tiny(tmp_path, "solver.lr=1e-3")) is None  # another training
+    assert continuation(tmp_path / "none.ckpt", part) is None
+    older = {k: v for k, v in state.items() if k not in ("max_iter", "train_seconds")}
+    torch.save(older, tmp_path / "older.ckpt")  # written before max_iter was recorded
+    assert continuation(tmp_path / "older.ckpt", part) is None
+    state["train_seconds"] = 1000.0
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    start = time.perf_counter()
+    res = solve(dataclasses.replace(longer, solver=dataclasses.replace(longer.solver,
+                                                                       resume=True)))
+    elapsed = time.perf_counter() - start
+    assert "warning: solver.max_iter: resuming" in capsys.readouterr().err
+    assert len(res.history["loss"]) == 9
+    assert 1000.0 < res.metrics["train_time_s"] < res.wall_time_s < 1000.0 + elapsed
+    assert torch.load(ckpt, weights_only=False)["train_seconds"] == res.metrics["train_time_s"]
+    # the same max_iter says nothing
+    solve(dataclasses.replace(longer, solver=dataclasses.replace(longer.solver, resume=True)))
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_sinkhorn_to_target_reads_a_fixed_number_of_samples(tmp_path, monkeypatch):

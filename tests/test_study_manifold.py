@@ -350,6 +350,41 @@ def test_a_checkpoint_not_of_the_finished_run_is_not_evaluated_again(tmp_path, c
     assert len(after.history["loss"]) == 10
 
 
+def test_an_interrupted_study_resumes_its_run_from_the_checkpoint(tmp_path, capsys,
+                                                                  monkeypatch):
+    """A study stopped at iteration 7 of 10 (checkpoints every 5) and run again goes on from
+    iteration 5, training 5 steps, not 10, to the model of an uninterrupted study (bit for bit
+    on CPU): the same samples and loss history."""
+    from solvers.neural.training import Trainer
+
+    tiny = ["--dims", "2", "--baselines", "none", "--draws", "1", *CHECKPOINTS]
+    assert study(tmp_path, *tiny, out="whole.h5") == 0
+    real_step = Trainer.step
+
+    def stop_at_7(self):
+        if self.iteration == 7:
+            raise KeyboardInterrupt
+        real_step(self)
+
+    monkeypatch.setattr(Trainer, "step", stop_at_7)
+    assert study(tmp_path, *tiny) == 130
+    name = "neural_pinwheel_2d_d2_any_s0_lipschitz_f"
+    assert not (tmp_path / "m_runs" / f"{name}.h5").exists()
+    steps: list[int] = []
+    monkeypatch.setattr(Trainer, "step", lambda self: steps.append(1) or real_step(self))
+    capsys.readouterr()
+    assert study(tmp_path, *tiny) == 0
+    assert "resumed from its checkpoint at iteration 5 of 10" in capsys.readouterr().err
+    assert len(steps) == 5
+    whole = read_result(tmp_path / "whole_runs" / f"{name}.h5")
+    resumed = read_result(tmp_path / "m_runs" / f"{name}.h5")
+    np.testing.assert_array_equal(resumed.samples["terminal"], whole.samples["terminal"])
+    np.testing.assert_array_equal(resumed.history["loss"], whole.history["loss"])
+    # and a study run once more reuses it
+    assert study(tmp_path, *tiny) == 0
+    assert "reused" in capsys.readouterr().err and len(steps) == 5
+
+
 def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
     """--sinkhorn-scaling 0.99 on runs measured at the default: every Sinkhorn figure and floor is
     computed again at 0.99 (none is read from the 0.9 cache), equals mfg.manifold's measures at

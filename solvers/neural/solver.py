@@ -56,6 +56,10 @@ def solve(scenario: Scenario, *, callback: Callable[[Trainer], None] | None = No
 
     ``callback(trainer)`` runs after every iteration (for tests and tools).
 
+    ``wall_time_s`` is this call's time plus, for a resumed run, the training time of its
+    earlier sessions (recorded in the checkpoint); ``metrics["train_time_s"]`` the training
+    time alone, all sessions together.
+
     Under torchrun (WORLD_SIZE > 1) the processes train together (solvers.neural.distributed):
     ``batch_size`` is the global batch, rank 0 alone evaluates and writes checkpoints; the other
     ranks return the Result without samples, metrics and fields."""
@@ -81,6 +85,7 @@ def solve(scenario: Scenario, *, callback: Callable[[Trainer], None] | None = No
             grid = fields_on_grid(trainer)
         group.barrier()  # the others wait, so that the group outlives rank 0's evaluation
     metrics["iterations"] = float(trainer.iteration)
+    metrics["train_time_s"] = trainer.train_seconds
     device_name = str(group.device)
     if group.device.type == "cuda":
         device_name += f" ({torch.cuda.get_device_name(group.device)})"
@@ -99,7 +104,8 @@ def solve(scenario: Scenario, *, callback: Callable[[Trainer], None] | None = No
         samples=samples,
         history={k: np.asarray(v, dtype=np.float64) for k, v in trainer.history.items()},
         metrics=metrics,
-        wall_time_s=time.perf_counter() - t0,
+        # a resumed run's time counts the training of its earlier sessions
+        wall_time_s=time.perf_counter() - t0 + trainer.carried_seconds,
         device=device_name,
         versions=versions(),
         git_revision=git_revision(),

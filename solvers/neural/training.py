@@ -30,7 +30,11 @@ uninterrupted one bit for bit.
 
 A checkpoint carries the run's fingerprint (solvers.neural.fingerprint); resuming it under a
 different problem or training, with ``max_iter`` below its iteration, or from a file that is not
-a checkpoint of this format is a :class:`CheckpointError` (bad input: the CLI exits 2).
+a checkpoint of this format is a :class:`CheckpointError` (bad input: the CLI exits 2). It also
+records the ``max_iter`` it was written under, on which the learning-rate schedule depends:
+resuming under another one is allowed (to train longer) and said on stderr, and
+:func:`continuation` tells whether a checkpoint is the same run's, to go on exactly; and the
+training seconds spent so far, so that a resumed run's time counts its earlier sessions.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,6 +166,9 @@ class Trainer:
                             self.divergence if self.needs_logp else None,
                             hj=cfg.hj_weight > 0, train=True)
         self.iteration = 0
+        #: training time of the run so far (s), earlier sessions of a resumed run included,
+        #: and the part of it those earlier sessions spent
+        self.train_seconds = self.carried_seconds = 0.0
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.last_checkpoint: tuple[str, int] | None = None
         # after the networks are built (DDP broadcasts rank 0's parameters, equal anyway)
@@ -345,6 +354,8 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
+            "max_iter": self.cfg.max_iter,
+            "train_seconds": self.train_seconds,
             "fingerprint": fingerprint(self.scenario),
             "potential": self.potential.state_dict(),
             "average": None if self.average is None else self.average.state_dict(),
@@ -388,33 +399,15 @@ class Trainer:
         self.last_checkpoint = (str(path), self.iteration)
 
     def _read_checkpoint(self, path: Path) -> dict[str, Any]:
-        """The checkpoint's state, checked against this run (format, fingerprint, max_iter).
-        ``weights_only``: a checkpoint holds tensors and plain Python values only, and a file
-        that is not one must not run code when unpickled."""
-        if not path.is_file():
-            raise CheckpointError(f"solver.resume: no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise CheckpointError(f"solver.resume: {path} is not a readable checkpoint "
-                                  f"({type(err).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            found = state.get("format") if isinstance(state, dict) else type(state).__name__
-            raise CheckpointError(f"solver.resume: {path} is not a checkpoint of format "
-                                  f"{CHECKPOINT_FORMAT} (found {found!r}); start without "
-                                  "--resume")
-        diff = differences(state.get("fingerprint") or {}, fingerprint(self.scenario))
-        if diff:
-            raise CheckpointError(f"solver.resume: checkpoint {path} is of a different run; "
-                                  f"differing: {'; '.join(diff)}")
-        done = state.get("iteration")
-        if not isinstance(done, int) or done < 0:
-            raise CheckpointError(f"solver.resume: checkpoint {path} has no valid iteration "
-                                  f"count (found {done!r})")
-        if done > self.cfg.max_iter:
-            raise CheckpointError(f"solver.max_iter: {self.cfg.max_iter} is below the "
-                                  f"checkpoint's iteration {done} ({path}); set max_iter >= "
-                                  f"{done} to resume")
+        """:func:`read_checkpoint` for this run; a checkpoint written under another
+        ``max_iter`` is said on stderr when the learning rate decays (the schedule changes)."""
+        state = read_checkpoint(path, self.scenario, self.device)
+        written = state.get("max_iter")
+        if (self.group.is_main and self.cfg.lr_decay != 1 and isinstance(written, int)
+                and written != self.cfg.max_iter):
+            print(f"warning: solver.max_iter: resuming {path} (written under max_iter {written}) "
+                  f"with max_iter {self.cfg.max_iter}: the learning rate lr·lr_decay^(k/max_iter) "
+                  f"changes from iteration {state['iteration']} on", file=sys.stderr)
         return state
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -429,9 +422,60 @@ class Trainer:
         self.rng.bit_generator.state = state["numpy_rng"]
         self.gen.set_state(state["torch_gen"].cpu())  # a generator's state lives on the CPU
         self.iteration = int(state["iteration"])
+        # absent from checkpoints written before it was kept
+        self.train_seconds = self.carried_seconds = float(state.get("train_seconds", 0.0))
         self.history = {k: list(state["history"].get(k, [])) for k in HISTORY_KEYS}
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.iteration)
+
+
+def read_checkpoint(path: str | Path, scenario: Scenario,
+                    device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The state a checkpoint at ``path`` holds, checked against ``scenario``'s run: a readable
+    checkpoint of :data:`CHECKPOINT_FORMAT`, of the same fingerprint, at an iteration within
+    ``solver.max_iter``; :class:`CheckpointError` naming what differs otherwise.
+    ``weights_only``: a checkpoint holds tensors and plain Python values only, and a file that
+    is not one must not run code when unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"solver.resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"solver.resume: {path} is not a readable checkpoint "
+                              f"({type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"solver.resume: {path} is not a checkpoint of format "
+                              f"{CHECKPOINT_FORMAT} (found {found!r}); start without "
+                              "--resume")
+    diff = differences(state.get("fingerprint") or {}, fingerprint(scenario))
+    if diff:
+        raise CheckpointError(f"solver.resume: checkpoint {path} is of a different run; "
+                              f"differing: {'; '.join(diff)}")
+    done = state.get("iteration")
+    if not isinstance(done, int) or done < 0:
+        raise CheckpointError(f"solver.resume: checkpoint {path} has no valid iteration "
+                              f"count (found {done!r})")
+    max_iter = scenario.solver.max_iter
+    if done > max_iter:
+        raise CheckpointError(f"solver.max_iter: {max_iter} is below the checkpoint's "
+                              f"iteration {done} ({path}); set max_iter >= {done} to resume")
+    return state
+
+
+def continuation(path: str | Path, scenario: Scenario) -> int | None:
+    """The iteration at which ``scenario``'s run can go on from the checkpoint at ``path``
+    exactly as if it had not stopped: the checkpoint passes :func:`read_checkpoint` and was
+    written under the same ``max_iter`` (the learning-rate schedule's horizon). None otherwise,
+    a checkpoint from before ``max_iter`` was recorded included."""
+    try:
+        state = read_checkpoint(path, scenario)
+    except CheckpointError:
+        return None
+    if state.get("max_iter") != scenario.solver.max_iter:
+        return None
+    return int(state["iteration"])
 
 
 def distributable(trainer_class: type[Trainer]) -> bool:
@@ -454,7 +498,9 @@ def train(trainer: Trainer, checkpoint: str | None,
                disable=None if shown else True, dynamic_ncols=True)
     try:
         while trainer.iteration < cfg.max_iter:
+            start = time.perf_counter()
             trainer.step()
+            trainer.train_seconds += time.perf_counter() - start
             h = trainer.history
             bar.update(1)
             if trainer.iteration % 10 == 0 or trainer.iteration == cfg.max_iter:
