@@ -19,3 +19,14 @@ def poison_potential_at(iteration: int) -> Callable[[Any], None]:
                 trainer.potential.opening.weight[0, 0] = float("nan")
 
     return poison
+
+
+def interrupt_at(iteration: int) -> Callable[[Any], None]:
+    """A training callback that raises KeyboardInterrupt once the trainer has made
+    ``iteration`` steps, as Ctrl-C would (the checkpoints written so far stay)."""
+
+    def interrupt(trainer: Any) -> None:
+        if trainer.iteration == iteration:
+            raise KeyboardInterrupt
+
+    return interrupt

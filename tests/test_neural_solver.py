@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from neural_cases import poison_potential_at
+from neural_cases import interrupt_at, poison_potential_at
 
 import cli
 from mfg.analytic import closed_form
@@ -123,13 +123,9 @@ def test_resume_after_interruption_gives_the_same_parameters(tmp_path):
     full = tiny(tmp_path / "a", "solver.checkpoint_every=3")
     solve(full)
 
-    def interrupt(trainer: Trainer) -> None:
-        if trainer.iteration == 3:
-            raise KeyboardInterrupt
-
     part = tiny(tmp_path / "b", "solver.checkpoint_every=3")
     with pytest.raises(KeyboardInterrupt):
-        solve(part, callback=interrupt)
+        solve(part, callback=interrupt_at(3))
     assert torch.load(tmp_path / "b" / "run.ckpt", weights_only=False)["iteration"] == 3
     resumed = solve(dataclasses.replace(part, solver=dataclasses.replace(part.solver,
                                                                          resume=True)))
@@ -148,13 +144,9 @@ def test_a_checkpoint_records_its_schedule_and_training_time(tmp_path, capsys):
     training (here a recorded 1000 s)."""
     from solvers.neural.training import continuation
 
-    def interrupt(trainer: Trainer) -> None:
-        if trainer.iteration == 3:
-            raise KeyboardInterrupt
-
     part = tiny(tmp_path, "solver.checkpoint_every=3")
     with pytest.raises(KeyboardInterrupt):
-        solve(part, callback=interrupt)
+        solve(part, callback=interrupt_at(3))
     ckpt = tmp_path / "run.ckpt"
     state = torch.load(ckpt, weights_only=False)
     assert state["max_iter"] == 6 and state["iteration"] == 3 and state["train_seconds"] > 0
