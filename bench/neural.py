@@ -3,7 +3,7 @@
     python bench/neural.py [--dims 2 12 64] [--batch 512] [--nt 4] [--repeats 10]
                            [--device cpu|cuda]
     python bench/neural.py --pinwheel [--dims 2 12] [--eval-every 100] [--device cpu|cuda]
-                           [--set solver.max_iter=...]
+                           [--methods w1w2 likelihood] [--set solver.max_iter=...]
 
 Timing (default): for each dimension d, the scenario N(0, I_d) -> pinwheel embedded in R^d by a
 fixed isometry with the ``lipschitz_f`` (KL, L = 1) terminal cost, prints medians over
@@ -26,9 +26,9 @@ backward pass's O(nt).
 (geomloss, p = 2, blur 0.05, ε-scaling 0.9: mfg.metrics) between the generated samples of 5,000
 fixed source points and 5,000 fixed target samples every ``--eval-every`` iterations, and prints
 the training time (evaluations excluded) at which it first falls within ``--factor`` (1.5) times
-its floor, the mean divergence between ``--floor-draws`` (3) pairs of target draws; beside it
-the same measurement for the likelihood flow (OT-Flow's objective,
-``terminal: {kind: likelihood}``) unless ``--no-baseline``. Training and evaluation run on
+its floor, the mean divergence between ``--floor-draws`` (3) pairs of target draws, for each of
+``--methods``: ``w1w2`` (the scenario as it is) and ``likelihood`` (the likelihood flow, OT-Flow's
+objective, ``terminal: {kind: likelihood}``), both by default. Training and evaluation run on
 ``--device``.
 Threads: torch uses OMP_NUM_THREADS (set it; 1 on a shared machine).
 """
@@ -221,9 +221,8 @@ def time_to_floor(sc, eval_every: int, factor: float, eval_n: int,
 
 def run_pinwheel(args: argparse.Namespace) -> None:
     """Time to accuracy: training seconds until S <= factor·floor, per dimension and method."""
-    methods: dict[str, list[str]] = {"w1w2": []}
-    if not args.no_baseline:
-        methods["likelihood"] = ["terminal={kind: likelihood}"]
+    overrides = {"w1w2": [], "likelihood": ["terminal={kind: likelihood}"]}
+    methods = {m: overrides[m] for m in args.methods}
     where = device_label(args.device)
     print(f"pinwheel time to {args.factor} x floor: {where}, "
           f"evaluation every {args.eval_every} iterations on {args.eval_n} vs {args.eval_n} "
@@ -264,7 +263,9 @@ def main() -> None:
     p.add_argument("--factor", type=float, default=1.5)
     p.add_argument("--floor-draws", type=int, default=3,
                    help="pairs of target draws whose mean S is the floor")
-    p.add_argument("--no-baseline", action="store_true", help="skip the likelihood flow")
+    p.add_argument("--methods", nargs="+", choices=("w1w2", "likelihood"),
+                   default=["w1w2", "likelihood"],
+                   help="w1w2: the scenario's own terminal cost; likelihood: OT-Flow's objective")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of the pinwheel scenario (repeatable)")
     args = p.parse_args()
