@@ -13,7 +13,7 @@ import torch
 from mfg.distributions import Gaussian, Mixture
 from mfg.scenario import TerminalCost
 from solvers.neural.dynamics import Dynamics, integrate
-from solvers.neural.networks import Critic, Potential
+from solvers.neural.networks import Critic, Potential, log_cosh
 from solvers.neural.terminal import critic_objective, torch_log_density
 
 
@@ -24,6 +24,22 @@ def random_potential(dim: int, seed: int = 0) -> Potential:
         for p in pot.parameters():
             p.normal_(0.0, 0.5)
     return pot
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_cosh_against_numpy_in_float64(dtype):
+    """log cosh(s) to a few units of roundoff of its size over |s| <= 100 (the naive
+    log(cosh(s)) overflows in float32 from |s| ~ 89), and its derivative tanh(s)."""
+    s64 = np.concatenate([np.linspace(-100.0, 100.0, 8001), [0.0, 1e-8, -1e-3, 1e-2]])
+    s = torch.tensor(s64, dtype=dtype, requires_grad=True)
+    exact = np.log(np.cosh(s.detach().double().numpy()))
+    value = log_cosh(s)
+    eps = torch.finfo(dtype).eps
+    np.testing.assert_allclose(value.detach().double().numpy(), exact, rtol=4 * eps,
+                               atol=4 * eps)
+    (grad,) = torch.autograd.grad(value.sum(), s)
+    np.testing.assert_allclose(grad.double().numpy(), np.tanh(s.detach().double().numpy()),
+                               rtol=4 * eps, atol=4 * eps)
 
 
 @pytest.mark.parametrize("dim", [1, 3, 12])

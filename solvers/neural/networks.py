@@ -13,9 +13,14 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 
 def log_cosh(s: torch.Tensor) -> torch.Tensor:
-    """log cosh(s) = |s| + log(1 + e^{−2|s|}) − log 2: smooth, its derivative is tanh (OT-Flow)."""
+    """log cosh(s) = |s| + log(1 + e^{−2|s|}) − log 2: smooth, its derivative is tanh (OT-Flow).
+
+    log(1 + e) rather than log1p(e): torch's CPU log1p is not vectorized (on 1024 × 128 float32,
+    one thread: 1.1 ms against 0.15 ms for log, 16% of a training iteration), and with
+    e = e^{−2|s|} ∈ (0, 1] the rounding of 1 + e costs no more than the − log 2 that cancels
+    the sum near s = 0 (the same maximum error against float64, 2.1e-7, on N(0, 1) inputs)."""
     a = s.abs()
-    return a + torch.log1p(torch.exp(-2.0 * a)) - math.log(2.0)
+    return a + torch.log(1.0 + torch.exp(-2.0 * a)) - math.log(2.0)
 
 
 class Potential(nn.Module):
