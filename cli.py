@@ -836,7 +836,7 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
         source_draw,
         target_draws,
     )
-    from mfg.metrics import SINKHORN_SCALING
+    from mfg.metrics import SINKHORN_SCALING, SUPPORT_NEIGHBOURS
 
     scaling = SINKHORN_SCALING if scaling is None else scaling
     sc = run.scenario
@@ -864,10 +864,12 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
         key, plane_key = (run.dim, run.embedding, run.seed, n, k), ("plane", run.seed, n, k)
         stamp = {"draws": hashlib.sha256(np.ascontiguousarray(y1).tobytes()
                                          + np.ascontiguousarray(y2).tobytes()).hexdigest()}
+        # caches from before precision and recall were measured lack them: computed again
+        with_support = stamp | {"neighbours": SUPPORT_NEIGHBOURS}
         if key not in floors:
             name = f"floors_d{run.dim}_{run.embedding}_s{run.seed}_n{n}{tag}.json"
             floors[key] = cached_metrics(
-                run.path.with_name(name), stamp,
+                run.path.with_name(name), with_support,
                 partial(floor_metrics, y1, y2, q, device, floors.get(plane_key), scaling),
                 scaling)
             floors.setdefault(plane_key, floors[key]["sinkhorn_plane_floor"])
@@ -894,7 +896,7 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
             per_exact.append(floors[exact_key])
         per_sample.append(cached_metrics(
             run.path.with_suffix(f".metrics{tag}.json"),
-            stamp | {"result": digest, "per_draw": run.per_draw},
+            with_support | {"result": digest, "per_draw": run.per_draw},
             partial(sample_metrics, measured[k], y1, q, device, scaling), scaling))
         if k == 0:
             y_plane = y1 @ q
@@ -935,11 +937,13 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Print mean [min–max] over seeds per (method, embedding, dim), each Sinkhorn figure beside
     its floor (the full-dimension one also as each run's ratio to its own floor, and to the
     figure of the posed problem's exact answer, "exact": NaN where the method's terminal cost has
-    none, mfg.manifold.exact_metrics); return the summary (mfg.manifold.summarize)."""
+    none, mfg.manifold.exact_metrics), and the precision and recall beside theirs (the second
+    target draw's against the first); return the summary (mfg.manifold.summarize)."""
     from mfg.manifold import summarize
 
     keys = ("sinkhorn", "sinkhorn_floor", "sinkhorn_over_floor", "sinkhorn_exact",
-            "sinkhorn_over_exact", "sinkhorn_plane", "sinkhorn_plane_floor", "plane_dist_mean",
+            "sinkhorn_over_exact", "sinkhorn_plane", "sinkhorn_plane_floor", "precision",
+            "precision_floor", "recall", "recall_floor", "plane_dist_mean",
             "plane_dist_rms", "plane_dist_p99", "hj_residual", "wall_time_s")
     summary = summarize(rows, keys)
 
@@ -949,8 +953,9 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     head = (f"{'method':<12} {'embedding':<9} {'dim':>4} {'ok':>5}  {'sinkhorn':<29} "
             f"{'floor':<9} {'sinkhorn/floor':<17} {'exact':<9} {'sinkhorn/exact':<17} "
-            f"{'sinkhorn on plane':<29} {'floor':<9} "
-            f"{'dist mean':<9} {'dist rms':<9} {'dist p99':<9} {'hj_resid':<9} {'time [s]':<8}")
+            f"{'sinkhorn on plane':<29} {'floor':<9} {'precision':<23} {'floor':<6} "
+            f"{'recall':<23} {'floor':<6} {'dist mean':<9} {'dist rms':<9} {'dist p99':<9} "
+            f"{'hj_resid':<9} {'time [s]':<8}")
     print("study manifold: mean [min–max] over seeds (ok: runs that did not diverge / runs; "
           "statistics over the ones that did not); each run's Sinkhorn figures and floors: "
           f"means over {rows[0]['draws']} target draws")
@@ -961,7 +966,9 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
               f"{g['sinkhorn_floor'][0]:<9.2e} {spread(g['sinkhorn_over_floor'], '.2f'):<17} "
               f"{g['sinkhorn_exact'][0]:<9.2e} {spread(g['sinkhorn_over_exact'], '.2f'):<17} "
               f"{spread(g['sinkhorn_plane']):<29} "
-              f"{g['sinkhorn_plane_floor'][0]:<9.2e} {g['plane_dist_mean'][0]:<9.2e} "
+              f"{g['sinkhorn_plane_floor'][0]:<9.2e} {spread(g['precision'], '.4f'):<23} "
+              f"{g['precision_floor'][0]:<6.4f} {spread(g['recall'], '.4f'):<23} "
+              f"{g['recall_floor'][0]:<6.4f} {g['plane_dist_mean'][0]:<9.2e} "
               f"{g['plane_dist_rms'][0]:<9.2e} {g['plane_dist_p99'][0]:<9.2e} "
               f"{g['hj_residual'][0]:<9.2e} {g['wall_time_s'][0]:<8.1f}")
     return summary

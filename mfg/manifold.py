@@ -11,8 +11,13 @@ Q ∈ R^{d×2} orthonormal (QᵀQ = I): the first two axes for ``pad``, the isom
   data *within* the plane, whatever it does off it;
 * the distance to the plane r_i = |x_i − QQᵀx_i|, summarized by its mean (1/n)Σ r_i, RMS
   ((1/n)Σ r_i²)^{1/2} and 99th percentile (exact: the plane is known);
+* precision and recall (mfg.metrics.precision_recall, k = 3, in R^d): the share of the samples
+  on the k-nearest-neighbour estimate of the data's support, and of the data on the samples'.
+  S_ε mixes mass where the data is not (a flow of a connected source leaves bridges between the
+  pieces of a target) with data the samples miss; these two tell them apart;
 * the metric's floor: S_ε between two independent target draws of the same size (and in the plane
-  coordinates), below which no sample of that size can be told from the data;
+  coordinates), below which no sample of that size can be told from the data, and the precision
+  and recall of the second draw against the first;
 * the figure of the posed problem's own answer: at finite τ = T/λ the proximal's terminal law is
   not π, so even an exact solver sits above the floor. For KL and the Lipschitz-regularized KL
   (while its bound is slack) that law is solved exactly on a target draw by mfg.kl_proximal (POT's
@@ -43,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from mfg.datasets import EMBEDDINGS, isometry
-from mfg.metrics import SINKHORN_SCALING, sinkhorn_divergence
+from mfg.metrics import SINKHORN_SCALING, precision_recall, sinkhorn_divergence
 
 Array = np.ndarray
 
@@ -52,11 +57,11 @@ BLUR, P = 0.05, 2
 #: the embedding label of runs at d = 2, where every embedding is the identity
 ANY_EMBEDDING = "any"
 #: per-sample metrics (:func:`sample_metrics`) and per-draw floors (:func:`floor_metrics`)
-SAMPLE_KEYS = ("sinkhorn", "sinkhorn_plane", "plane_dist_mean", "plane_dist_rms",
-               "plane_dist_p99")
+SAMPLE_KEYS = ("sinkhorn", "sinkhorn_plane", "precision", "recall", "plane_dist_mean",
+               "plane_dist_rms", "plane_dist_p99")
 #: the sample metrics that depend on the target draw (the distances to the plane do not)
-DRAW_KEYS = ("sinkhorn", "sinkhorn_plane")
-FLOOR_KEYS = ("sinkhorn_floor", "sinkhorn_plane_floor")
+DRAW_KEYS = ("sinkhorn", "sinkhorn_plane", "precision", "recall")
+FLOOR_KEYS = ("sinkhorn_floor", "sinkhorn_plane_floor", "precision_floor", "recall_floor")
 #: per-draw measures of the problem's exact answer (:func:`exact_metrics`)
 EXACT_KEYS = ("sinkhorn_exact", "exact_lipschitz_needed")
 #: the largest draw the exact answer is computed for: its EMD holds two n × n float64 arrays
@@ -121,28 +126,34 @@ def _sinkhorn(x: Array, y: Array, device: str, scaling: float, a: Array | None =
 def sample_metrics(x: Array, y: Array, q: Array, device: str = "cpu",
                    scaling: float = SINKHORN_SCALING) -> dict[str, float]:
     """Metrics of generated samples x (n, d) against target samples y (m, d) on the plane of
-    Q (d, 2): ``sinkhorn`` S_ε(x, y), ``sinkhorn_plane`` S_ε(Qᵀx, Qᵀy) and the distance
-    statistics of :func:`distance_stats`. Samples with a non-finite entry give NaN for all."""
+    Q (d, 2): ``sinkhorn`` S_ε(x, y), ``sinkhorn_plane`` S_ε(Qᵀx, Qᵀy), ``precision`` and
+    ``recall`` (mfg.metrics.precision_recall in R^d) and the distance statistics of
+    :func:`distance_stats`. Samples with a non-finite entry give NaN for all."""
     if not np.all(np.isfinite(x)):
         return dict.fromkeys(SAMPLE_KEYS, float("nan"))
     full = _sinkhorn(x, y, device, scaling)
     plane = full if _is_identity(q) else _sinkhorn(plane_coordinates(x, q),
                                                    plane_coordinates(y, q), device, scaling)
-    return {"sinkhorn": full, "sinkhorn_plane": plane} | distance_stats(x, q)
+    precision, recall = precision_recall(x, y)
+    return ({"sinkhorn": full, "sinkhorn_plane": plane, "precision": precision,
+             "recall": recall} | distance_stats(x, q))
 
 
 def floor_metrics(y1: Array, y2: Array, q: Array, device: str = "cpu",
                   plane_floor: float | None = None,
                   scaling: float = SINKHORN_SCALING) -> dict[str, float]:
     """The floors of the two Sinkhorn metrics: S_ε(y1, y2) and S_ε(Qᵀy1, Qᵀy2) between two
-    independent target draws y1, y2 (n, d) of the size the samples have. ``plane_floor``: the
-    second when already known (embedded draws of the same 2-D points have the same plane
-    coordinates whatever d and the embedding)."""
+    independent target draws y1, y2 (n, d) of the size the samples have, and the precision and
+    recall of y2 against y1 (as :func:`sample_metrics` reads samples x against y1).
+    ``plane_floor``: the second when already known (embedded draws of the same 2-D points have
+    the same plane coordinates whatever d and the embedding)."""
     full = _sinkhorn(y1, y2, device, scaling)
     if plane_floor is None:
         plane_floor = full if _is_identity(q) else _sinkhorn(
             plane_coordinates(y1, q), plane_coordinates(y2, q), device, scaling)
-    return {"sinkhorn_floor": full, "sinkhorn_plane_floor": plane_floor}
+    precision, recall = precision_recall(y2, y1)
+    return {"sinkhorn_floor": full, "sinkhorn_plane_floor": plane_floor,
+            "precision_floor": precision, "recall_floor": recall}
 
 
 def kl_proximal_problem(terminal: Any, lam: float,

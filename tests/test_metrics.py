@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfg.metrics import sinkhorn_divergence
+from mfg.metrics import knn_radii, precision_recall, sinkhorn_divergence, support_share
 
 
 def test_weighted_sinkhorn_equals_repeated_points() -> None:
@@ -64,3 +64,46 @@ def test_sinkhorn_converges_to_pots_entropic_transport_as_scaling_tends_to_one()
     assert estimate[0.999] == pytest.approx(exact, rel=1e-5)
     assert estimate[0.5] < estimate[0.9] < exact * (1 - 1e-3)  # biased low, less so at 0.9
     assert estimate[0.5] < exact * (1 - 0.02)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_support_share_against_scipy(k: int) -> None:
+    """Against scipy: the k-th neighbour radii by a k-d tree, the ball test by cdist (sizes
+    above the 512-row blocks, so the blocks are joined too)."""
+    from scipy.spatial import cKDTree
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(k)
+    y = rng.standard_normal((700, 3))
+    x = 1.3 * rng.standard_normal((600, 3)) + 0.2
+    radii = cKDTree(y).query(y, k + 1)[0][:, k]
+    np.testing.assert_allclose(knn_radii(y, k), radii, rtol=1e-12)
+    inside = (cdist(x, y) <= radii[None, :]).any(axis=1)
+    assert support_share(x, y, k) == inside.mean()
+    back = (cdist(y, x) <= cKDTree(x).query(x, k + 1)[0][:, k][None, :]).any(axis=1)
+    assert precision_recall(x, y, k) == (inside.mean(), back.mean())
+
+
+def test_precision_counts_mass_off_the_data_and_recall_the_data_missed() -> None:
+    rng = np.random.default_rng(0)
+    blobs = np.array([[-5.0, 0.0], [5.0, 0.0]])
+    y = 0.1 * rng.standard_normal((400, 2)) + blobs[rng.integers(0, 2, 400)]
+    assert precision_recall(y, y) == (1.0, 1.0)
+    assert precision_recall(y + 100.0, y) == (0.0, 0.0)
+    x = 0.1 * rng.standard_normal((400, 2)) + blobs[rng.integers(0, 2, 400)]
+    p, r = precision_recall(x, y)
+    # a bridge of 40 points between the blobs, 5 from both (its k-NN balls are 1e-3 wide):
+    # precision is diluted by exactly 400/440, and the data it covers does not change
+    bridge = 1e-3 * rng.standard_normal((40, 2))
+    assert precision_recall(np.vstack([x, bridge]), y) == (p * 400 / 440, r)
+    # samples of one blob only (their neighbours, and so their balls, are those they had in
+    # x): the data of the other blob is missed, the rest covered as before
+    one, right = x[x[:, 0] > 0], y[y[:, 0] > 0]
+    p1, r1 = precision_recall(one, y)
+    assert p1 > 0.9
+    assert r1 == support_share(right, x) * len(right) / len(y) < 0.6
+
+
+def test_knn_radii_needs_more_points_than_neighbours() -> None:
+    with pytest.raises(ValueError, match="k: expected 1 <= k < 3"):
+        knn_radii(np.zeros((3, 2)), 3)

@@ -111,6 +111,7 @@ def test_sinkhorn_metrics_against_translations(how):
     assert set(same) == set(SAMPLE_KEYS)
     assert abs(same["sinkhorn"]) < 1e-9 and abs(same["sinkhorn_plane"]) < 1e-9
     assert same["plane_dist_p99"] < 1e-12
+    assert same["precision"] == same["recall"] == 1.0  # each point is in its own ball
     # in-plane translation by δ: S = |δ|²/2 in full dimension and on the plane
     delta = np.array([0.3, -0.2])
     shifted = sample_metrics(y + delta @ q.T, y, q)
@@ -149,6 +150,7 @@ def test_floor_and_target_draws():
     # rotation invariant: measured 3e-5 relative here)
     assert floors["sinkhorn_floor"] == pytest.approx(floors["sinkhorn_plane_floor"], rel=1e-3)
     assert 0 < floors["sinkhorn_floor"] < 0.5
+    assert 0.8 < floors["precision_floor"] < 1 and 0.8 < floors["recall_floor"] < 1
 
 
 def test_summarize_mean_min_max_over_finite_runs():
