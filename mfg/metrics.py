@@ -195,5 +195,5 @@ def precision_recall(x: np.ndarray, y: np.ndarray,
     precision = :func:`support_share` (x, y, k), the share of the samples on the data's
     estimated support; recall = support_share(y, x, k), the share of the data on the samples'.
     Two draws of the same law give neither 1 (read them against that floor): on the 2-D
-    pinwheel, 5,000 points each, k = 3, both are 0.975-0.978."""
+    pinwheel, 5,000 points each, k = 3, both are 0.975-0.979 (three pairs of draws)."""
     return support_share(x, y, k), support_share(y, x, k)
