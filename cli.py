@@ -981,6 +981,7 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
     of generated beside real digits."""
     from mfg.datasets import Digits
     from mfg.digits import digits_report, write_digits_png
+    from mfg.metrics import SUPPORT_NEIGHBOURS
     from mfg.results import clean_stale_temporaries
 
     result = read(args.result)
@@ -989,8 +990,9 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
         raise CliError(f"{args.result}: study digits needs a result of a scenario with target "
                        "{kind: dataset, name: digits}")
     samples = result.samples.get("terminal")
-    if samples is None or len(samples) < 2:
-        raise CliError(f"{args.result}: holds no terminal samples")
+    if samples is None or len(samples) <= SUPPORT_NEIGHBOURS:
+        raise CliError(f"{args.result}: holds {0 if samples is None else len(samples)} terminal "
+                       f"samples; study digits needs at least {SUPPORT_NEIGHBOURS + 1}")
     role = "-o" if args.output is not None else "output"
     target = args.output or str(Path(args.result).with_name(Path(args.result).stem + "_digits.png"))
     out = check_image_path(target, role, {"result file": Path(args.result)})
@@ -1008,6 +1010,10 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
         ("sinkhorn floor", report["sinkhorn_floor"]),
         ("mmd2", report["mmd2"]),
         ("mmd2 floor", report["mmd2_floor"]),
+        (f"precision ({SUPPORT_NEIGHBOURS}-NN)", f"{report['precision']:.4f} (floor "
+                                                f"{report['precision_floor']:.4f})"),
+        (f"recall ({SUPPORT_NEIGHBOURS}-NN)", f"{report['recall']:.4f} (floor "
+                                             f"{report['recall_floor']:.4f})"),
     ]))
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(out.parent)

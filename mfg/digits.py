@@ -17,6 +17,11 @@ measures of :func:`digits_report`:
 * **MMD²** with a Gaussian kernel e^{−|x−y|²/(2h²)}, h = :data:`MMD_BANDWIDTH` = 12 (close to the
   median distance between two real digits, 12.3 in these coordinates), against A, with the same
   floor construction.
+* **precision and recall** (mfg.metrics.precision_recall, k = 3 nearest neighbours): the share of
+  the compared samples inside the k-NN balls of A (samples where no digit is: blurred or
+  off-manifold images), and the share of A inside the samples' balls (digits the generator
+  misses: lost modes or styles). Floors: B against A, the same construction. Unlike the class
+  coverage they need no classifier, and unlike S_ε they say which of the two failures it is.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from mfg.datasets import (
     digits_pixels,
     digits_to_coords,
 )
-from mfg.metrics import mmd2, sinkhorn_divergence
+from mfg.metrics import SUPPORT_NEIGHBOURS, mmd2, precision_recall, sinkhorn_divergence
 
 Array = np.ndarray
 
@@ -134,9 +139,13 @@ def digits_report(samples: Array, seed: int = 0) -> dict[str, float]:
     """Measures of generated digits ``samples`` (n, 64) in the x = p/4 − 2 coordinates (module
     docstring). Keys: ``coverage_0`` .. ``coverage_9``, ``coverage_min``, ``coverage_max``,
     ``unsure``, ``classifier_accuracy`` (held out), ``sinkhorn``, ``sinkhorn_floor``, ``mmd2``,
-    ``mmd2_floor``, ``mmd_bandwidth``, ``n_samples``, ``n_compared``. ValueError if the samples
-    are not (n, 64) finite numbers."""
+    ``mmd2_floor``, ``mmd_bandwidth``, ``precision``, ``recall``, ``precision_floor``,
+    ``recall_floor``, ``n_samples``, ``n_compared``. ValueError if the samples are not (n, 64)
+    finite numbers, or fewer than 4 (k + 1 for the k-NN balls of the recall)."""
     x = _check_samples(samples)
+    if len(x) <= SUPPORT_NEIGHBOURS:
+        raise ValueError(f"digit samples: at least {SUPPORT_NEIGHBOURS + 1} needed for the "
+                         f"{SUPPORT_NEIGHBOURS}-NN balls of the recall, got {len(x)}")
     clf = train_classifier(seed)
     cov = class_coverage(x, clf)
     ref_a, ref_b = real_halves(seed)
@@ -144,6 +153,8 @@ def digits_report(samples: Array, seed: int = 0) -> dict[str, float]:
         x_cmp = x[np.random.default_rng(seed).choice(len(x), size=len(ref_b), replace=False)]
     else:
         x_cmp = x
+    precision, recall = precision_recall(x_cmp, ref_a)
+    precision_floor, recall_floor = precision_recall(ref_b, ref_a)
     report = {f"coverage_{k}": float(s) for k, s in enumerate(cov.shares)}
     report |= {
         "coverage_min": float(cov.shares.min()),
@@ -155,6 +166,10 @@ def digits_report(samples: Array, seed: int = 0) -> dict[str, float]:
         "mmd2": mmd2(x_cmp, ref_a, "gaussian", MMD_BANDWIDTH),
         "mmd2_floor": mmd2(ref_b, ref_a, "gaussian", MMD_BANDWIDTH),
         "mmd_bandwidth": MMD_BANDWIDTH,
+        "precision": precision,
+        "recall": recall,
+        "precision_floor": precision_floor,
+        "recall_floor": recall_floor,
         "n_samples": float(len(x)),
         "n_compared": float(len(x_cmp)),
     }

@@ -29,6 +29,7 @@ from mfg.digits import (
     train_classifier,
     write_digits_png,
 )
+from mfg.metrics import precision_recall
 from mfg.scenario import ScenarioError, load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,10 +178,33 @@ def test_report_separates_real_from_noise() -> None:
     assert noise["sinkhorn"] > 5 * noise["sinkhorn_floor"]
     assert noise["mmd2"] > 100 * noise["mmd2_floor"]
     assert noise["unsure"] > 0.1
+    assert noise["precision"] == 0.0  # no noise image is within a 3-NN ball of a digit
     assert noise["classifier_accuracy"] > 0.9
     coverage = [noise[f"coverage_{k}"] for k in range(10)]
     assert sum(coverage) == pytest.approx(1.0)
     assert noise["coverage_min"] == min(coverage) and noise["coverage_max"] == max(coverage)
+
+
+def test_precision_and_recall_tell_blurred_samples_from_lost_classes() -> None:
+    """Precision and recall of the report (k = 3) on cases whose answer is known: half B read
+    against A in full is the floor itself (0.91 and 0.90); the real digits with every pixel moved
+    by ±3 grey levels (0.75 in x) leave the digits' support (precision 0.12) but cover all of it
+    (recall 1); the real digits of one class (as the classifier labels them, 81-99 images) are
+    on the support (precision 0.87-0.98) and cover little else (recall 0.08-0.22, against the
+    floor's 0.90): a generator that lost nine classes."""
+    a, b = real_halves()
+    floor = digits_report(b)
+    assert floor["precision"] == floor["precision_floor"]
+    assert floor["recall"] == floor["recall_floor"]
+    assert 0.85 < floor["precision_floor"] < 0.95 and 0.85 < floor["recall_floor"] < 0.95
+    pixels, _ = digits_pixels()
+    steps = np.random.default_rng(4).choice([-1.0, 1.0], (len(pixels), 64))
+    blurred = digits_report(digits_to_coords(pixels) + 0.75 * steps)
+    assert blurred["precision"] < 0.5 < floor["recall_floor"] < blurred["recall"]
+    labels = train_classifier().model.predict(b)
+    for k in range(10):
+        precision, recall = precision_recall(b[labels == k], a)  # the report's own measure
+        assert precision > 0.85 and recall < 0.25
 
 
 def test_report_rejects_wrong_shape() -> None:
@@ -188,6 +212,8 @@ def test_report_rejects_wrong_shape() -> None:
         digits_report(np.zeros((10, 12)))
     with pytest.raises(ValueError, match="non-finite"):
         digits_report(np.full((10, 64), np.nan))
+    with pytest.raises(ValueError, match="at least 4"):
+        digits_report(np.zeros((3, 64)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +257,7 @@ def test_study_digits_reports_real_digits_at_the_floor(tmp_path: Path, capsys) -
     assert 0.05 <= report["coverage_min"] <= report["coverage_max"] <= 0.15
     assert report["sinkhorn"] < 1.2 * report["sinkhorn_floor"]
     assert "coverage min / max" in out
+    assert "precision (3-NN)" in out and "recall (3-NN)" in out
     other = Result(solver="neural", status="max_iter", settings={},
                    scenario_text=(repo / "scenarios" / "neural_pinwheel_2d.yaml").read_text(),
                    samples={"terminal": np.zeros((10, 2))})
@@ -238,3 +265,8 @@ def test_study_digits_reports_real_digits_at_the_floor(tmp_path: Path, capsys) -
     assert cli.main(["study", "digits", str(bad)]) == 2
     assert "study digits needs" in capsys.readouterr().err
     assert not (tmp_path / "pinwheel_digits.png").exists()
+    few = write_result(Result(solver="neural", status="max_iter", scenario_text=text, settings={},
+                              samples={"terminal": samples[:3]}), tmp_path / "few.h5")
+    assert cli.main(["study", "digits", str(few)]) == 2
+    assert "holds 3 terminal samples; study digits needs at least 4" in capsys.readouterr().err
+    assert not (tmp_path / "few_digits.png").exists()

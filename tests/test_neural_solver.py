@@ -197,6 +197,33 @@ def test_sinkhorn_to_target_reads_a_fixed_number_of_samples(tmp_path, monkeypatc
     assert abs(whole - expected) > 1e-3 * expected  # the cap is what was read
 
 
+def test_the_evaluation_after_training_shows_its_stages(tmp_path, monkeypatch):
+    """solve shows the evaluation a stage at a time (StageBar, tqdm on stderr, as the training's
+    bar: on with ``progress``, off without): fields.evaluate's three stages in order, the
+    Sinkhorn one with its size, and the bar ends full. TINY has no domain, so no grid stage."""
+    import io
+
+    import solvers.neural.solver as solver_module
+
+    bars = []
+
+    class Recording(solver_module.StageBar):
+        def __init__(self, total: int, disable: bool | None, file=None):
+            self.asked, self.text = disable, io.StringIO()
+            super().__init__(total, disable=False, file=self.text)
+            bars.append(self)
+
+    monkeypatch.setattr(solver_module, "StageBar", Recording)
+    solve(tiny(tmp_path, "solver.checkpoint_every=0", "solver.progress=true"))
+    solve(tiny(tmp_path, "solver.checkpoint_every=0"))  # TINY's progress: false
+    assert [bar.asked for bar in bars] == [None, True]
+    text = bars[0].text.getvalue()
+    where = [text.find(name) for name in ("terminal samples", "terminal cost and residuals",
+                                          "Sinkhorn, 64 x 64 points")]
+    assert -1 not in where and where == sorted(where)
+    assert "3/3" in text and "fields on the grid" not in text
+
+
 def test_non_finite_values_stop_training_and_keep_the_last_good_checkpoint(tmp_path):
     sc = tiny(tmp_path, "solver.checkpoint_every=2")
     with pytest.raises(NeuralTrainingError, match=r"non-finite .* iteration 5 .*run\.ckpt"):

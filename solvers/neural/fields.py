@@ -12,12 +12,14 @@ x_0 = X(0; x, t) with ell(s) = ∫_t^s ΔU/λ, so that
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import xarray as xr
 
 from mfg.metrics import EVAL_BLUR, EVAL_P, sinkhorn_divergence
+from mfg.scenario import Scenario
 from solvers.neural.dynamics import Dynamics, integrate
 from solvers.neural.likelihood import LikelihoodTrainer, data_metrics, inversion_error
 from solvers.neural.terminal import critic_objective
@@ -33,11 +35,18 @@ HJ_POINTS = 1000
 SINKHORN_POINTS = 5000
 
 
-def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+#: the stages of :func:`evaluate`, in order, as it announces them (``on_stage``)
+EVALUATION_STAGES = ("terminal samples", "terminal cost and residuals", "Sinkhorn")
+
+
+def evaluate(tr: Trainer, on_stage: Callable[[str], None] | None = None,
+             ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Terminal samples (eval_samples, d), trajectories (nt + 1, n_trajectories, d) and metrics:
     kinetic_energy, terminal_cost, objective, hj_residual, terminal_residual,
     sinkhorn_to_target (on the first min(eval_samples, SINKHORN_POINTS) of each law). Uses its
-    own random streams (seed, 1), so training is not disturbed.
+    own random streams (seed, 1), so training is not disturbed. ``on_stage(name)`` is called as
+    each of :data:`EVALUATION_STAGES` begins (the Sinkhorn stage's name with its size: in R^64
+    it is minutes on one CPU core).
 
     Terminal samples always come forward from the source. For ``likelihood`` terminal_cost is the
     NLL E_π[−log ρ_T] of eval_samples fresh data (nats), ``kinetic_energy_data`` their kinetic
@@ -45,6 +54,8 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     quantity OT-Flow minimizes; ``kinetic_energy`` stays the flow of ρ0's), and
     ``inversion_error`` how far the backward map is from inverting the forward one."""
     sc, cfg = tr.scenario, tr.cfg
+    stage = on_stage if on_stage is not None else (lambda name: None)
+    stage(EVALUATION_STAGES[0])
     rng = np.random.default_rng([sc.seed, 1])
     gen = torch.Generator(device=tr.device)
     gen.manual_seed(sc.seed + 1)
@@ -61,6 +72,7 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     y_np = sc.target.sample(n, rng)
     y = tr.tensor(y_np)
     metrics: dict[str, float] = {"kinetic_energy": float(ks[-1].mean())}
+    stage(EVALUATION_STAGES[1])
     g = None
     if tr.critic is not None:
         with torch.no_grad():
@@ -83,6 +95,7 @@ def evaluate(tr: Trainer) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     if res is not None:
         metrics["terminal_residual"] = res
     m = min(n, SINKHORN_POINTS)
+    stage(f"{EVALUATION_STAGES[2]}, {m} x {m} points")
     metrics["sinkhorn_to_target"] = sinkhorn_divergence(
         x_t[:m].detach().cpu().double(), torch.as_tensor(y_np[:m]), blur=EVAL_BLUR, p=EVAL_P)
     samples = {
@@ -127,12 +140,17 @@ def _cell_centres(bounds: tuple[float, float], n: int) -> np.ndarray:
     return lo + (np.arange(n) + 0.5) * (hi - lo) / n
 
 
+def has_grid_fields(sc: Scenario) -> bool:
+    """Whether :func:`fields_on_grid` has fields to give: dim <= 2 and a domain."""
+    return sc.dim <= 2 and sc.domain is not None
+
+
 def fields_on_grid(tr: Trainer) -> xr.Dataset | None:
     """U and ρ (dims ("t", "x1"[, "x2"])) at grid_nt + 1 times on grid_n cells per axis of the
     scenario's domain; None when dim > 2 or there is no domain. ρ is left out when the source
     has no density."""
     sc, cfg = tr.scenario, tr.cfg
-    if sc.dim > 2 or sc.domain is None:
+    if not has_grid_fields(sc):
         return None
     axes = [_cell_centres(b, cfg.grid_n) for b in sc.domain.bounds]
     mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, sc.dim)

@@ -6,15 +6,17 @@ import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from mfg.provenance import git_revision, versions
 from mfg.results import Result
 from mfg.scenario import Scenario, ScenarioError
 from solvers.neural.distributed import Group, check_batch, launch_ranks, process_group
-from solvers.neural.fields import evaluate, fields_on_grid
+from solvers.neural.fields import EVALUATION_STAGES, evaluate, fields_on_grid, has_grid_fields
 from solvers.neural.likelihood import LikelihoodTrainer
 from solvers.neural.training import NeuralTrainingError, Trainer, distributable, train
 
@@ -50,6 +52,32 @@ def make_trainer(trainer_class: type[Trainer], scenario: Scenario, group: Group)
     return trainer_class(scenario, group.device, dtype)
 
 
+class StageBar:
+    """Progress of the evaluation after training, a stage at a time (it has no iterations to
+    count; in R^64 its Sinkhorn figure alone takes minutes on CPU): ``begin(name)`` ends the
+    stage before and shows ``name``, ``end()`` ends the current one, ``close()`` removes the
+    bar (a stage cut short by an error is not counted). tqdm on ``file`` (stderr); ``disable``
+    as tqdm's (None: off when ``file`` is not a terminal)."""
+
+    def __init__(self, total: int, disable: bool | None, file: TextIO | None = None):
+        self.bar = tqdm(total=total, disable=disable, file=file, dynamic_ncols=True,
+                        bar_format="evaluation {n}/{total} [{elapsed}] {desc}")
+        self.current: str | None = None
+
+    def begin(self, name: str) -> None:
+        self.end()
+        self.current = name
+        self.bar.set_description_str(name)
+
+    def end(self) -> None:
+        if self.current is not None:
+            self.bar.update(1)
+            self.current = None
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def solve(scenario: Scenario, *, callback: Callable[[Trainer], None] | None = None) -> Result:
     """Train U_θ for ``scenario`` (settings: mfg.settings.neural) and return its Result: terminal
     samples and trajectories, history, metrics, and for dim <= 2 the fields U and ρ on the grid.
@@ -81,8 +109,17 @@ def solve(scenario: Scenario, *, callback: Callable[[Trainer], None] | None = No
         metrics: dict[str, float] = {}
         grid = None
         if group.is_main:
-            samples, metrics = evaluate(trainer)
-            grid = fields_on_grid(trainer)
+            on_grid = has_grid_fields(scenario)
+            stages = StageBar(len(EVALUATION_STAGES) + on_grid,
+                              disable=None if cfg.progress else True)
+            try:
+                samples, metrics = evaluate(trainer, on_stage=stages.begin)
+                if on_grid:
+                    stages.begin("fields on the grid")
+                grid = fields_on_grid(trainer)
+                stages.end()
+            finally:
+                stages.close()
         group.barrier()  # the others wait, so that the group outlives rank 0's evaluation
     metrics["iterations"] = float(trainer.iteration)
     metrics["train_time_s"] = trainer.train_seconds
