@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mfg.metrics import knn_radii, precision_recall, sinkhorn_divergence, support_share
+from mfg.metrics import (
+    knn_radii,
+    precision_recall,
+    sinkhorn_backend,
+    sinkhorn_divergence,
+    support_share,
+)
 
 
 def test_weighted_sinkhorn_equals_repeated_points() -> None:
@@ -21,6 +27,19 @@ def test_weighted_sinkhorn_equals_repeated_points() -> None:
     # one side weighted, the other uniform
     assert sinkhorn_divergence(x, y, a=a) == pytest.approx(
         sinkhorn_divergence(np.repeat(x, (a * 4).astype(int), axis=0), y), rel=1e-9)
+
+
+def test_sinkhorn_backend_is_dense_for_small_problems_and_high_dimensions() -> None:
+    """The dense backend below 2,500² pairs, and in more than 12 dimensions up to 6,000² pairs
+    (KeOps recomputes the distances every iteration: 10× slower in R^64, sinkhorn_backend's
+    docstring); KeOps above, where pykeops imports (as here: the Makefile installs it)."""
+    pytest.importorskip("pykeops")
+    assert sinkhorn_backend(2499**2, 2) == "tensorized"
+    assert sinkhorn_backend(5000**2, 2) == "online"
+    assert sinkhorn_backend(5000**2, 12) == "online"
+    assert sinkhorn_backend(5000**2, 13) == "tensorized"
+    assert sinkhorn_backend(5000**2, 64) == "tensorized"
+    assert sinkhorn_backend(6001**2, 64) == "online"  # memory: about 72 bytes a pair densely
 
 
 def test_sinkhorn_of_a_translation_is_half_the_squared_shift() -> None:
