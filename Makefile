@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/particles.py stopping
 	$(PY) bench/neural.py
 	$(PY) bench/neural.py --pinwheel
+	$(PY) bench/metrics.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -108,11 +108,13 @@ def sinkhorn_backend(pairs: int, dim: int) -> str:
 
 def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P,
                         scaling: float = SINKHORN_SCALING, a: Any = None,
-                        b: Any = None) -> float:
+                        b: Any = None, backend: str | None = None) -> float:
     """Debiased Sinkhorn divergence S_ε(α, β) = OT_ε(α, β) − ½OT_ε(α, α) − ½OT_ε(β, β) between
     the discrete measures α = Σ_i a_i δ_{x_i} and β = Σ_j b_j δ_{y_j} of points x (n, d) and
     y (m, d), with cost |x − y|^p/p and ε = blur^p. The weights a (n,) and b (m,) sum to 1;
-    None: uniform (the empirical measures of samples).
+    None: uniform (the empirical measures of samples). ``backend``: geomloss's
+    (``tensorized``, ``online``); None: :func:`sinkhorn_backend`'s choice (the same number up
+    to round-off, at another cost).
 
     geomloss ``SamplesLoss("sinkhorn", p, blur, debias=True, scaling)``, float64 on the points'
     device (numpy arrays are taken as CPU tensors). ``scaling`` is the ratio of geomloss's
@@ -135,7 +137,8 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P
 
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64, device=xt.device)
-    backend = sinkhorn_backend(len(xt) * len(yt), xt.shape[1])
+    if backend is None:
+        backend = sinkhorn_backend(len(xt) * len(yt), xt.shape[1])
     loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True,
                                            scaling=scaling, backend=backend)
     at, bt = (torch.full((len(z),), 1.0 / len(z), dtype=torch.float64, device=xt.device)
