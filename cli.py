@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -920,8 +921,6 @@ def manifold_row(run: ManifoldRun, result: Any, floors: dict[tuple, Any], draws:
 
 def manifold_command(args: argparse.Namespace, out: Path) -> str:
     """The study's command line with every option explicit (stored as provenance)."""
-    import shlex
-
     parts = ["cli.py", "study", "manifold", args.scenario, "--dims", args.dims, "--embedding",
              args.embedding, "--seeds", str(args.seeds), "--draws", str(args.draws),
              "--sinkhorn-scaling", repr(args.sinkhorn_scaling), "--baselines", args.baselines]
@@ -977,12 +976,15 @@ def print_manifold_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cmd_study_digits(args: argparse.Namespace) -> int:
     """``study digits RESULT``: the samples of a solved digits scenario measured by
     mfg.digits.digits_report (class coverage by a classifier trained on the real digits in this
-    run, 64-D Sinkhorn and MMD² against the floor of two halves of the real digits), and a PNG
-    of generated beside real digits."""
+    run, 64-D Sinkhorn and MMD² against the floor of two halves of the real digits, precision
+    and recall), printed and written as a one-row HDF5 table (the PNG's name with ``.h5``: the
+    report's numbers with the result's scenario and revision and this run's), and a PNG of
+    generated beside real digits."""
     from mfg.datasets import Digits
-    from mfg.digits import digits_report, write_digits_png
+    from mfg.digits import MMD_BANDWIDTH, SINKHORN_BLUR, SINKHORN_P, digits_report, write_digits_png
     from mfg.metrics import SUPPORT_NEIGHBOURS
-    from mfg.results import clean_stale_temporaries
+    from mfg.provenance import git_revision, versions
+    from mfg.results import OutputPathError, check_output_path, clean_stale_temporaries, write_table
 
     result = read(args.result)
     sc = stored_scenario(result, args.result)
@@ -995,7 +997,12 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
                        f"samples; study digits needs at least {SUPPORT_NEIGHBOURS + 1}")
     role = "-o" if args.output is not None else "output"
     target = args.output or str(Path(args.result).with_name(Path(args.result).stem + "_digits.png"))
-    out = check_image_path(target, role, {"result file": Path(args.result)})
+    inputs = {"result file": Path(args.result)}
+    out = check_image_path(target, role, inputs)
+    try:
+        table = check_output_path(out.with_suffix(".h5"), "table", inputs)
+    except OutputPathError as err:
+        raise CliError(one_line(err)) from None
     report = digits_report(samples, seed=sc.seed)
     cover = " ".join(f"{k}:{100 * report[f'coverage_{k}']:.1f}%" for k in range(10))
     print(f"digits from {args.result} ({int(report['n_samples'])} samples; "
@@ -1017,8 +1024,17 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
     ]))
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(out.parent)
+    attrs = {"study": "digits", "result": str(args.result), "scenario": result.scenario_text,
+             "result_git_revision": result.git_revision, "seed": sc.seed,
+             "command": shlex.join(["cli.py", "study", "digits", str(args.result), "-o", str(out)]),
+             "versions": json.dumps(versions(), sort_keys=True),
+             "git_revision": git_revision(REPO_DIR), "figure": str(out),
+             "sinkhorn": f"debiased, p={SINKHORN_P}, blur={SINKHORN_BLUR}, 64-D",
+             "mmd2": f"gaussian kernel, bandwidth {MMD_BANDWIDTH}",
+             "neighbours": SUPPORT_NEIGHBOURS}
+    write_table({key: [value] for key, value in report.items()}, attrs, table)
     write_digits_png(samples, out)
-    print(f"wrote {out}")
+    print(f"wrote {table} and {out}")
     return 0
 
 
@@ -1191,11 +1207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="table, HDF5 (default results/<name>_manifold.h5; "
                    "the PNG beside it, the runs in <stem>_runs/)")
     p.set_defaults(func=cmd_study_manifold)
-    p = studies.add_parser("digits", help="class coverage, 64-D Sinkhorn/MMD vs floor and a "
-                           "PNG of the samples of a solved digits scenario")
+    p = studies.add_parser("digits", help="class coverage, 64-D Sinkhorn/MMD vs floor, "
+                           "precision and recall of a solved digits scenario: a one-row HDF5 "
+                           "table and a PNG of the samples")
     p.add_argument("result", help="result file of a scenario with target {kind: dataset, "
                    "name: digits} (cli.py solve scenarios/neural_digits.yaml)")
-    p.add_argument("-o", "--output", help="PNG (default RESULT stem + _digits.png)")
+    p.add_argument("-o", "--output", help="PNG (default RESULT stem + _digits.png); the "
+                   "table beside it, its name with .h5")
     p.set_defaults(func=cmd_study_digits)
 
     p = sub.add_parser("plot", help="plot a result to PNG")

@@ -237,10 +237,12 @@ def test_png_grid_written(tmp_path: Path) -> None:
 
 def test_study_digits_reports_real_digits_at_the_floor(tmp_path: Path, capsys) -> None:
     """``cli.py study digits RESULT``: a result whose samples are 1,000 real digits covers every
-    class within 5–15 % and sits near the Sinkhorn floor; the PNG is written beside it. A result
-    of another target is bad input (exit 2, nothing written)."""
+    class within 5–15 % and sits near the Sinkhorn floor; the PNG and the one-row table (the
+    report's numbers, with the result's scenario) are written beside it. A result of another
+    target is bad input, and so is a PNG name whose table would replace the result (exit 2,
+    nothing written)."""
     import cli
-    from mfg.results import Result, write_result
+    from mfg.results import Result, read_table, write_result
 
     repo = Path(__file__).resolve().parents[1]
     text = (repo / "scenarios" / "neural_digits.yaml").read_text()
@@ -253,11 +255,21 @@ def test_study_digits_reports_real_digits_at_the_floor(tmp_path: Path, capsys) -
     out = capsys.readouterr().out
     png = tmp_path / "real_digits.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = digits_report(samples)
+    columns, attrs = read_table(tmp_path / "real_digits.h5")
+    report = {key: float(value[0]) for key, value in columns.items()}
+    assert all(len(value) == 1 for value in columns.values())
+    assert report == pytest.approx(digits_report(samples), rel=1e-12)
     assert 0.05 <= report["coverage_min"] <= report["coverage_max"] <= 0.15
     assert report["sinkhorn"] < 1.2 * report["sinkhorn_floor"]
+    assert attrs["study"] == "digits" and attrs["scenario"] == text
+    assert attrs["result"] == str(path) and attrs["figure"] == str(png)
     assert "coverage min / max" in out
     assert "precision (3-NN)" in out and "recall (3-NN)" in out
+    # a PNG named like the result: its table would replace the input
+    before = path.read_bytes()
+    assert cli.main(["study", "digits", str(path), "-o", str(tmp_path / "real.png")]) == 2
+    assert "table" in capsys.readouterr().err
+    assert path.read_bytes() == before and not (tmp_path / "real.png").exists()
     other = Result(solver="neural", status="max_iter", settings={},
                    scenario_text=(repo / "scenarios" / "neural_pinwheel_2d.yaml").read_text(),
                    samples={"terminal": np.zeros((10, 2))})
@@ -265,6 +277,7 @@ def test_study_digits_reports_real_digits_at_the_floor(tmp_path: Path, capsys) -
     assert cli.main(["study", "digits", str(bad)]) == 2
     assert "study digits needs" in capsys.readouterr().err
     assert not (tmp_path / "pinwheel_digits.png").exists()
+    assert not (tmp_path / "pinwheel_digits.h5").exists()
     few = write_result(Result(solver="neural", status="max_iter", scenario_text=text, settings={},
                               samples={"terminal": samples[:3]}), tmp_path / "few.h5")
     assert cli.main(["study", "digits", str(few)]) == 2
