@@ -358,6 +358,12 @@ def history_rows(history: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """``show FILE``: a result's provenance, status, settings, arrays and metrics; or, for a
+    study's table (``study manifold``, ``study digits``), :func:`show_table`."""
+    from mfg.results import is_table
+
+    if is_table(args.result):
+        return show_table(args.result)
     r = read(args.result)
     rows: list[tuple[str, Any]] = [
         ("file", args.result),
@@ -376,6 +382,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     rows += [(f"samples.{k}", f"shape {tuple(v.shape)}") for k, v in r.samples.items()]
     rows += history_rows(r.history)
     rows += [(f"metrics.{k}", float(v)) for k, v in r.metrics.items()]
+    print(format_rows(rows))
+    return 0
+
+
+def show_table(path: str) -> int:
+    """``show`` of a study's table: its provenance (the root attributes; the scenario by name,
+    the versions as key=value), then one line per column with its values, one per row."""
+    from mfg.results import ResultFileError, read_table
+
+    try:
+        columns, attrs = read_table(path)
+    except ResultFileError as err:
+        raise CliError(one_line(err)) from None
+    n_rows = len(next(iter(columns.values()), []))
+    rows: list[tuple[str, Any]] = [("file", path), ("study", attrs.get("study", "?")),
+                                   ("scenario", scenario_name(attrs.get("scenario", ""))),
+                                   ("rows", n_rows)]
+    for key, value in attrs.items():
+        if key in ("study", "scenario", "kind", "format_version"):
+            continue
+        if key == "versions":
+            value = " ".join(f"{k}={v}" for k, v in json.loads(value or "{}").items()) or "none"
+        rows.append((key.replace("_", " "), value))
+    rows += [(f"table.{key}", "  ".join(fmt(v) for v in values)) for key, values in columns.items()]
     print(format_rows(rows))
     return 0
 

@@ -13,6 +13,10 @@ plot, show). :func:`write_result` / :func:`read_result` store it in one HDF5 fil
     /metrics               attributes: one float per metric
     /mesh/<key>            mesh solvers: points, cells and nodal fields (h5py-readable arrays)
 
+A study's table (:func:`write_table` / :func:`read_table`; :func:`is_table` tells it from a
+result, which :func:`read_result` refuses it as) is the other kind of file: root attributes
+``kind`` = TABLE_KIND and the study's provenance, ``/table/<column>`` a 1-D dataset per column.
+
 A file is first written to ``.<name>.tmp-<pid>`` in the same directory and renamed onto the final
 path with :func:`os.replace` only when complete, so a crash or an interrupt never leaves a partial
 result file (nor clobbers an earlier one). A process killed mid-write (SIGKILL) cannot remove its
@@ -305,8 +309,9 @@ def read_result(path: str | Path) -> Result:
     """Read a file written by :func:`write_result`; the grid is loaded into memory.
 
     Raises :class:`ResultFileError` (one line naming the file) when ``path`` is missing, is not
-    HDF5, is HDF5 but not a proxflow result (no ``format_version`` attribute), or is damaged
-    (truncated, a temporary file of an interrupted write, unreadable).
+    HDF5, is HDF5 but not a proxflow result (no ``format_version`` attribute, or a study's table
+    of :func:`write_table`, which :func:`read_table` reads), or is damaged (truncated, a
+    temporary file of an interrupted write, unreadable).
     """
     path = Path(path)
     if not path.is_file():
@@ -335,6 +340,10 @@ def _read_file(path: Path) -> Result:
     with f:
         if "format_version" not in f.attrs:
             raise ResultFileError(f"{path}: not a proxflow result file (no format_version)")
+        if _attr_str(f.attrs, "kind") == TABLE_KIND:
+            study = _attr_str(f.attrs, "study", "?")
+            raise ResultFileError(f"{path}: a table of study {study}, not a result (cli.py show "
+                                  "prints it; mfg.results.read_table reads it)")
         result = Result(
             solver=_attr_str(f.attrs, "solver"),
             status=_attr_str(f.attrs, "status"),
@@ -416,6 +425,16 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def is_table(path: str | Path) -> bool:
+    """Whether ``path`` is a file of :func:`write_table` (HDF5 whose ``kind`` is TABLE_KIND);
+    False for anything else, unreadable files included."""
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr_str(f.attrs, "kind") == TABLE_KIND
+    except (OSError, ValueError):
+        return False
 
 
 def read_table(path: str | Path) -> tuple[dict[str, np.ndarray | list[str]], dict[str, str]]:

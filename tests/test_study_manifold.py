@@ -9,6 +9,7 @@ and a translation off the plane leaves the plane coordinates unchanged.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,7 +37,15 @@ from mfg.manifold import (
     target_draws,
 )
 from mfg.metrics import SINKHORN_SCALING
-from mfg.results import read_result, read_table, write_result, write_table
+from mfg.results import (
+    Result,
+    ResultFileError,
+    is_table,
+    read_result,
+    read_table,
+    write_result,
+    write_table,
+)
 from mfg.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,6 +179,36 @@ def test_table_round_trip(tmp_path):
     assert columns["s"][0] == 0.5 and np.isnan(columns["s"][1])
     assert attrs["command"] == "cli.py study"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.h5"]
+
+
+def test_a_table_is_shown_and_refused_as_a_result(tmp_path, capsys):
+    """``show`` prints a study's table (provenance, then a line per column, a value per row);
+    every command that reads a result refuses it with one line naming the file (exit 2), where
+    it was read as an empty result before."""
+    path = write_table({"name": ["x", "y"], "s": [0.5, float("nan")]},
+                       {"study": "manifold", "command": "cli.py study",
+                        "versions": json.dumps({"numpy": "2"})}, tmp_path / "t.h5")
+    assert is_table(path)
+    run = write_result(Result(solver="neural", status="converged", scenario_text="name: r\n",
+                              settings={}), tmp_path / "r.h5")
+    assert not is_table(run) and not is_table(tmp_path / "missing.h5")
+    (tmp_path / "text.h5").write_text("not HDF5")
+    assert not is_table(tmp_path / "text.h5")
+    with pytest.raises(ResultFileError, match="t.h5: a table of study manifold, not a result"):
+        read_result(path)
+    assert cli.main(["show", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["study", "manifold"] and lines[3].split() == ["rows", "2"]
+    assert ["versions", "numpy=2"] in [line.split() for line in lines]
+    assert lines[-2:] == [line for line in lines if line.startswith("table.")]
+    assert lines[-2].split() == ["table.name", "x", "y"]
+    assert lines[-1].split() == ["table.s", "0.5", "nan"]
+    for argv in (["compare", str(path), "--target"], ["plot", str(path)],
+                 ["study", "digits", str(path)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "a table of study manifold, not a result" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5", "t.h5", "text.h5"]
 
 
 # ---------------------------------------------------------------------------------------------
