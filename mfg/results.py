@@ -13,9 +13,9 @@ plot, show). :func:`write_result` / :func:`read_result` store it in one HDF5 fil
     /metrics               attributes: one float per metric
     /mesh/<key>            mesh solvers: points, cells and nodal fields (h5py-readable arrays)
 
-A study's table (:func:`write_table` / :func:`read_table`; :func:`is_table` tells it from a
-result, which :func:`read_result` refuses it as) is the other kind of file: root attributes
-``kind`` = TABLE_KIND and the study's provenance, ``/table/<column>`` a 1-D dataset per column.
+A study's table is the other kind of file (:func:`write_table`, :func:`read_table`): root
+attributes ``kind`` = TABLE_KIND and the study's provenance, ``/table/<column>`` a 1-D dataset
+per column. :func:`is_table` tells the two kinds apart; :func:`read_result` refuses a table.
 
 A file is first written to ``.<name>.tmp-<pid>`` in the same directory and renamed onto the final
 path with :func:`os.replace` only when complete, so a crash or an interrupt never leaves a partial
