@@ -102,6 +102,16 @@ def read(path: str | Path):  # -> mfg.results.Result
         raise CliError(one_line(err)) from None
 
 
+def checked_output(path: str | Path, role: str, inputs: dict[str, Path]) -> Path:
+    """mfg.results.check_output_path, its refusal turned into a one-line CliError."""
+    from mfg.results import OutputPathError, check_output_path
+
+    try:
+        return check_output_path(path, role, inputs)
+    except OutputPathError as err:
+        raise CliError(one_line(err)) from None
+
+
 def iterations(result: Any) -> int | None:
     """``metrics["iterations"]`` if present, else the length of the history."""
     if "iterations" in result.metrics:
@@ -140,19 +150,14 @@ def run_inputs(scenario: Any, scenario_file: str) -> dict[str, Path]:
 
 def check_outputs(scenario: Any, scenario_file: str, role: str, out: str) -> Path:
     """Every file the run will write (the result, and a solver's checkpoint when it writes one)
-    checked before solving (mfg.results.check_output_path); returns the result path."""
-    from mfg.results import OutputPathError, check_output_path
-
+    checked before solving (:func:`checked_output`); returns the result path."""
     inputs = run_inputs(scenario, scenario_file)
-    try:
-        path = check_output_path(out, role, inputs)
-        cfg = scenario.solver
-        checkpoint = getattr(cfg, "checkpoint", None)
-        if checkpoint and (getattr(cfg, "checkpoint_every", 0) or getattr(cfg, "resume", False)):
-            others = {k: v for k, v in inputs.items() if k != "checkpoint resumed"}
-            check_output_path(checkpoint, "solver.checkpoint", {**others, "output": path})
-    except OutputPathError as err:
-        raise CliError(one_line(err)) from None
+    path = checked_output(out, role, inputs)
+    cfg = scenario.solver
+    checkpoint = getattr(cfg, "checkpoint", None)
+    if checkpoint and (getattr(cfg, "checkpoint_every", 0) or getattr(cfg, "resume", False)):
+        others = {k: v for k, v in inputs.items() if k != "checkpoint resumed"}
+        checked_output(checkpoint, "solver.checkpoint", {**others, "output": path})
     return path
 
 
@@ -465,20 +470,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def check_image_path(path: str, role: str, inputs: dict[str, Path]) -> Path:
     """An image output checked before any work: an extension matplotlib can write (none: png)
-    and a writable file name that is not one of ``inputs`` (mfg.results.check_output_path)."""
+    and a writable file name that is not one of ``inputs`` (:func:`checked_output`)."""
     from matplotlib.figure import Figure
-
-    from mfg.results import OutputPathError, check_output_path
 
     suffix = Path(path).suffix.lower().lstrip(".")
     formats = Figure().canvas.get_supported_filetypes()
     if suffix and suffix not in formats:
         raise CliError(f"{role} {path}: matplotlib cannot write .{suffix} images "
                        f"(supported: {', '.join(sorted(formats))})")
-    try:
-        return check_output_path(path, role, inputs)
-    except OutputPathError as err:
-        raise CliError(one_line(err)) from None
+    return checked_output(path, role, inputs)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -1014,7 +1014,7 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
     from mfg.digits import MMD_BANDWIDTH, SINKHORN_BLUR, SINKHORN_P, digits_report, write_digits_png
     from mfg.metrics import SUPPORT_NEIGHBOURS
     from mfg.provenance import git_revision, versions
-    from mfg.results import OutputPathError, check_output_path, clean_stale_temporaries, write_table
+    from mfg.results import clean_stale_temporaries, write_table
 
     result = read(args.result)
     sc = stored_scenario(result, args.result)
@@ -1029,10 +1029,7 @@ def cmd_study_digits(args: argparse.Namespace) -> int:
     target = args.output or str(Path(args.result).with_name(Path(args.result).stem + "_digits.png"))
     inputs = {"result file": Path(args.result)}
     out = check_image_path(target, role, inputs)
-    try:
-        table = check_output_path(out.with_suffix(".h5"), "table", inputs)
-    except OutputPathError as err:
-        raise CliError(one_line(err)) from None
+    table = checked_output(out.with_suffix(".h5"), "table", inputs)
     report = digits_report(samples, seed=sc.seed)
     cover = " ".join(f"{k}:{100 * report[f'coverage_{k}']:.1f}%" for k in range(10))
     print(f"digits from {args.result} ({int(report['n_samples'])} samples; "
@@ -1074,7 +1071,7 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     from mfg.manifold import plane_basis, target_draws
     from mfg.plotting import plot_manifold_study
     from mfg.provenance import git_revision, versions
-    from mfg.results import OutputPathError, check_output_path, write_table
+    from mfg.results import write_table
 
     base = load(args.scenario, args.set)
     check_manifold_base(base, args.scenario)
@@ -1088,20 +1085,14 @@ def cmd_study_manifold(args: argparse.Namespace) -> int:
     if Path(out_text).suffix.lower() not in (".h5", ".hdf5"):
         raise CliError(f"{role} {out_text}: the study's table is an HDF5 file (.h5)")
     inputs = {"scenario file": Path(args.scenario)}
-    try:
-        out = check_output_path(out_text, role, inputs)
-    except OutputPathError as err:
-        raise CliError(one_line(err)) from None
+    out = checked_output(out_text, role, inputs)
     png = check_image_path(str(out.with_suffix(".png")), "figure", inputs)
     runs_dir = out.with_name(f"{out.stem}_runs")
     if runs_dir.exists() and not runs_dir.is_dir():
         raise CliError(f"{role} {out}: {runs_dir} (the runs' folder) exists and is not a folder")
     runs = manifold_runs(args, base, runs_dir)
-    try:
-        for run in runs:
-            check_output_path(run.path, "run file", inputs)
-    except OutputPathError as err:
-        raise CliError(one_line(err)) from None
+    for run in runs:
+        checked_output(run.path, "run file", inputs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     rows, floors, scatter = [], {}, {}
     top = max(r.dim for r in runs)
