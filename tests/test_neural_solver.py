@@ -136,6 +136,21 @@ def test_resume_after_interruption_gives_the_same_parameters(tmp_path):
     assert len(resumed.history["loss"]) == 6
 
 
+def test_by_default_a_run_leaves_a_checkpoint_to_train_on_from(tmp_path):
+    """``checkpoint_every`` defaults to 500 (0: no checkpoint), and a checkpoint is also
+    written at the end: a run shorter than that (6 iterations here) leaves its final state,
+    from which it can be trained longer; with 0 nothing is written."""
+    assert tiny(tmp_path).solver.checkpoint_every == 500
+    solve(tiny(tmp_path))
+    assert torch.load(tmp_path / "run.ckpt", weights_only=False)["iteration"] == 6
+    longer = solve(tiny(tmp_path, "solver.resume=true", "solver.max_iter=8"))
+    assert len(longer.history["loss"]) == 8
+    assert torch.load(tmp_path / "run.ckpt", weights_only=False)["iteration"] == 8
+    (tmp_path / "none").mkdir()
+    solve(tiny(tmp_path / "none", "solver.checkpoint_every=0"))
+    assert list((tmp_path / "none").iterdir()) == []
+
+
 def test_a_checkpoint_records_its_schedule_and_training_time(tmp_path, capsys):
     """A checkpoint records the max_iter it was written under (the learning rate
     lr·lr_decay^(k/max_iter) depends on it) and the training seconds so far. ``continuation``

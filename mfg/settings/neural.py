@@ -32,8 +32,10 @@ class NeuralSolverConfig:
     Output: ``eval_samples`` terminal samples (and the Sinkhorn divergence of at most 5,000
     of them to as many fresh target samples), ``n_trajectories`` trajectories, and for
     dim <= 2 with a domain, U and ρ on ``grid_n`` cells per axis at ``grid_nt + 1`` times.
-    Checkpoints every ``checkpoint_every`` iterations (0: only at the end) to ``checkpoint``
-    (None: the result path + ``.ckpt``); ``resume`` continues from it.
+    Checkpoints every ``checkpoint_every`` iterations and at the end (0: none) to
+    ``checkpoint`` (None: the result path + ``.ckpt``); ``resume`` continues from it. The
+    default, 500, is about a minute of training at batch 1024 on one CPU thread (0.12 s per
+    iteration in 2-D and R¹²), so an interrupted run loses at most that.
     """
 
     kind: str = "neural"
@@ -69,7 +71,7 @@ class NeuralSolverConfig:
     grid_n: int = 64
     grid_nt: int = 8
     checkpoint: str | None = None
-    checkpoint_every: int = 0
+    checkpoint_every: int = 500
     resume: bool = False
     progress: bool = True
 
