@@ -1217,7 +1217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sinkhorn-scaling", type=float, default=SINKHORN_SCALING,
                    help="geomloss's ε-scaling ratio for every Sinkhorn figure and floor, in "
                    f"(0, 1) (default {SINKHORN_SCALING}; 0.999 is converged and costs about 100x "
-                   "as much: meant for a GPU)")
+                   "as much, meant for a GPU, but for figures in up to 3 dimensions, which then "
+                   "take KeOps's multiscale backend: a few minutes each on one CPU thread)")
     p.add_argument("--baselines", choices=BASELINES, default="likelihood",
                    help="the baseline beside the scenario's terminal cost (default likelihood)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

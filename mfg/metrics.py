@@ -34,6 +34,10 @@ _ROWS = 512
 ONLINE_PAIRS = 2500**2
 ONLINE_MAX_DIM = 12
 TENSORIZED_MAX_PAIRS = 6000**2
+#: dimensions up to which an ε-scaling other than SINKHORN_SCALING uses KeOps's multiscale
+#: variant where KeOps would run (:func:`sinkhorn_backend`): geomloss clusters the points on a
+#: grid, which only pays in low dimension
+MULTISCALE_MAX_DIM = 3
 
 
 def _import_ot() -> Any:
@@ -84,26 +88,45 @@ def _import_geomloss() -> Any:
     return geomloss
 
 
-def sinkhorn_backend(pairs: int, dim: int) -> str:
-    """geomloss backend for n·m = ``pairs`` point pairs in R^dim: the dense ``tensorized`` one
-    (n × m cost matrices, about 72 bytes a pair at its peak: 1.8 GB at 5,000 × 5,000) below
-    ONLINE_PAIRS, and in more than ONLINE_MAX_DIM dimensions up to TENSORIZED_MAX_PAIRS (2.6 GB);
-    else KeOps's ``online`` reductions when pykeops works here (O(n + m) memory; each dimension's
-    formula is compiled once, a few seconds, then cached), else ``tensorized``.
+def sinkhorn_backend(pairs: int, dim: int, scaling: float = SINKHORN_SCALING) -> str:
+    """geomloss backend for n·m = ``pairs`` point pairs in R^dim at ε-scaling ``scaling``: the
+    dense ``tensorized`` one (n × m cost matrices, about 72 bytes a pair at its peak: 1.8 GB at
+    5,000 × 5,000) below ONLINE_PAIRS, and in more than ONLINE_MAX_DIM dimensions up to
+    TENSORIZED_MAX_PAIRS (2.6 GB); else KeOps's ``online`` reductions when pykeops works here
+    (O(n + m) memory; each dimension's formula is compiled once, a few seconds, then cached),
+    else ``tensorized``. In up to MULTISCALE_MAX_DIM dimensions at a scaling other than
+    SINKHORN_SCALING, KeOps's ``multiscale`` in place of ``online``.
 
     Why the dimension: KeOps recomputes the d-dimensional distances at every Sinkhorn iteration,
     the dense backend once. Measured at ε-scaling 0.9, one CPU thread, S_ε equal to 10 digits:
     5,000 × 5,000 points, online 55 s and tensorized 99 s in R^2, 113 s and 121 s in R^12;
     2,000 × 2,000 points, 105 s and 10 s in R^64 (the 5,000-point Sinkhorn figure of a digits
-    evaluation: 702 s online, 132 s tensorized). bench/metrics.py measures it again."""
+    evaluation: 702 s online, 132 s tensorized). bench/metrics.py measures it again.
+
+    Why multiscale, and only off the default scaling: geomloss's multiscale backend runs the
+    coarse ε of the annealing on clusters of the points and the fine ones on the cluster pairs
+    whose cost is within reach of the kernel, which is what makes a converged S_ε (scaling
+    0.999, 100× the iterations of 0.9) affordable on a CPU in 2-D: two 5,000-point pinwheel
+    draws, one thread with other processes on the two cores, 136 s for 1.02033e-2, where the
+    online backend would take about 100 × 55 s and an H200 gave 1.0203e-2. Before convergence its
+    estimate is another one, since its schedule differs (the same pair at 0.9: 6.468e-3
+    against 6.43e-3), so the default scaling keeps the backends every recorded figure was
+    made with."""
+    if dim <= MULTISCALE_MAX_DIM and scaling != SINKHORN_SCALING and pairs >= ONLINE_PAIRS:
+        return "multiscale" if _keops_imports() else "tensorized"
     if pairs < ONLINE_PAIRS or (dim > ONLINE_MAX_DIM and pairs <= TENSORIZED_MAX_PAIRS):
         return "tensorized"
+    return "online" if _keops_imports() else "tensorized"
+
+
+def _keops_imports() -> bool:
+    """Whether pykeops imports here (its warnings on stdout silenced)."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             import pykeops  # noqa: F401
     except ImportError:
-        return "tensorized"
-    return "online"
+        return False
+    return True
 
 
 def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P,
@@ -113,8 +136,8 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P
     the discrete measures α = Σ_i a_i δ_{x_i} and β = Σ_j b_j δ_{y_j} of points x (n, d) and
     y (m, d), with cost |x − y|^p/p and ε = blur^p. The weights a (n,) and b (m,) sum to 1;
     None: uniform (the empirical measures of samples). ``backend``: geomloss's
-    (``tensorized``, ``online``); None: :func:`sinkhorn_backend`'s choice (the same number up
-    to round-off, at another cost).
+    (``tensorized``, ``online``, ``multiscale``); None: :func:`sinkhorn_backend`'s choice (the
+    same number up to round-off, at another cost; ``multiscale``: the same once converged).
 
     geomloss ``SamplesLoss("sinkhorn", p, blur, debias=True, scaling)``, float64 on the points'
     device (numpy arrays are taken as CPU tensors). ``scaling`` is the ratio of geomloss's
@@ -131,14 +154,16 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P
     0.999 and 0.9995). 0.999 is converged: it matches POT's log-domain Sinkhorn to 1e-6 on a
     small case (tests/test_metrics.py), and moves S_ε by 2e-4 at most on to 0.9995 for 5,000
     pinwheel points; it costs 100× as much as 0.9 (measured on an H200 GPU at 5,000 × 5,000:
-    12 s per figure against 0.12 s; at that ratio, hours on one CPU core).
+    12 s per figure against 0.12 s; at that ratio, hours on one CPU core with the dense or
+    online backend, and a few minutes in up to three dimensions, where
+    :func:`sinkhorn_backend` then takes the multiscale one).
     """
     import torch
 
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64, device=xt.device)
     if backend is None:
-        backend = sinkhorn_backend(len(xt) * len(yt), xt.shape[1])
+        backend = sinkhorn_backend(len(xt) * len(yt), xt.shape[1], scaling)
     loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True,
                                            scaling=scaling, backend=backend)
     at, bt = (torch.full((len(z),), 1.0 / len(z), dtype=torch.float64, device=xt.device)
