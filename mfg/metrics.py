@@ -162,6 +162,11 @@ def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P
 
     xt = torch.as_tensor(x, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.float64, device=xt.device)
+    both = torch.cat((xt, yt))
+    if torch.equal(both.amin(0), both.amax(0)):
+        # every point of both at one place: the same Dirac mass, S_ε = 0; geomloss anneals ε
+        # from the points' diameter, and raises on a diameter of 0
+        return 0.0
     if backend is None:
         backend = sinkhorn_backend(len(xt) * len(yt), xt.shape[1], scaling)
     loss = _import_geomloss().SamplesLoss("sinkhorn", p=p, blur=blur, debias=True,

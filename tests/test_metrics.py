@@ -72,6 +72,17 @@ def test_multiscale_sinkhorn_converges_to_the_dense_one() -> None:
     assert abs(coarse[1] - coarse[0]) > 1e-3 * coarse[0]
 
 
+@pytest.mark.parametrize("backend", [None, "tensorized", "multiscale"])
+def test_sinkhorn_between_equal_dirac_masses_is_zero(backend: str | None) -> None:
+    """Every point of both measures at one place: S_ε(δ_z, δ_z) = 0 (geomloss alone raises,
+    its ε-annealing starting from the points' diameter, 0 here); one point apart, it is not."""
+    if backend == "multiscale":
+        pytest.importorskip("pykeops")
+    z = np.tile([1.0, -2.0], (5, 1))
+    assert sinkhorn_divergence(z, z[:3], scaling=0.999, backend=backend) == 0.0
+    assert sinkhorn_divergence(z, z[:3] + [0.0, 0.5], backend=backend) == pytest.approx(0.125)
+
+
 def test_sinkhorn_of_a_translation_is_half_the_squared_shift() -> None:
     """Quadratic cost |x − y|²/2: OT_ε(α, α(· − δ)) = OT_ε(α, α) + |δ|²/2 (the cross term
     integrates to 0 under any coupling of two measures with the same mean shift), so the
