@@ -112,21 +112,14 @@ def sinkhorn_backend(pairs: int, dim: int, scaling: float = SINKHORN_SCALING) ->
     estimate is another one, since its schedule differs (the same pair at 0.9: 6.468e-3
     against 6.43e-3), so the default scaling keeps the backends every recorded figure was
     made with."""
-    if dim <= MULTISCALE_MAX_DIM and scaling != SINKHORN_SCALING and pairs >= ONLINE_PAIRS:
-        return "multiscale" if _keops_imports() else "tensorized"
     if pairs < ONLINE_PAIRS or (dim > ONLINE_MAX_DIM and pairs <= TENSORIZED_MAX_PAIRS):
         return "tensorized"
-    return "online" if _keops_imports() else "tensorized"
-
-
-def _keops_imports() -> bool:
-    """Whether pykeops imports here (its warnings on stdout silenced)."""
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             import pykeops  # noqa: F401
     except ImportError:
-        return False
-    return True
+        return "tensorized"
+    return "multiscale" if dim <= MULTISCALE_MAX_DIM and scaling != SINKHORN_SCALING else "online"
 
 
 def sinkhorn_divergence(x: Any, y: Any, blur: float = EVAL_BLUR, p: int = EVAL_P,
