@@ -819,17 +819,29 @@ def cached_metrics(path: Path, stamp: dict[str, Any], compute: Callable[[], dict
     """``compute()``, or the metrics stored at ``path`` (JSON) by an earlier call with the same
     ``stamp`` and the same metric settings (mfg.manifold BLUR, P; the ε-scaling ``scaling``
     compute uses). A study's evaluations (minutes each on CPU) are thus made once per run
-    file: a rerun, or one that adds seeds or dimensions, reuses them; one at another scaling
-    computes them again (and the cache then holds those)."""
+    file: a rerun, or one that adds seeds or dimensions, reuses them. The file keeps one entry
+    per ε-scaling of the same stamp, so a study read converged (``--sinkhorn-scaling 0.999``)
+    and then at the default again computes nothing the second time; an entry whose stamp
+    differs otherwise (another run file, other draws) is stale and dropped when one is
+    written. A file of earlier versions, one ``{"stamp", "metrics"}`` object, is read as one
+    entry."""
     from mfg.manifold import BLUR, P
     from mfg.results import read_json, write_json
 
     stamp = stamp | {"blur": BLUR, "p": P, "scaling": scaling}
     old = read_json(path)
-    if isinstance(old, dict) and old.get("stamp") == stamp:
-        return {k: float(v) for k, v in old["metrics"].items()}
+    entries = old.get("entries", [old]) if isinstance(old, dict) else []
+    entries = [e for e in (entries if isinstance(entries, list) else [])
+               if isinstance(e, dict) and isinstance(e.get("stamp"), dict)
+               and isinstance(e.get("metrics"), dict)]
+    for entry in entries:
+        if entry["stamp"] == stamp:
+            return {k: float(v) for k, v in entry["metrics"].items()}
     metrics = compute()
-    write_json({"stamp": stamp, "metrics": metrics}, path)
+    data = {k: v for k, v in stamp.items() if k != "scaling"}
+    kept = [e for e in entries
+            if {k: v for k, v in e["stamp"].items() if k != "scaling"} == data]
+    write_json({"entries": [*kept, {"stamp": stamp, "metrics": metrics}]}, path)
     return metrics
 
 

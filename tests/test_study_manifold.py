@@ -429,7 +429,8 @@ def test_an_interrupted_study_resumes_its_run_from_the_checkpoint(tmp_path, caps
 def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
     """--sinkhorn-scaling 0.99 on runs measured at the default: every Sinkhorn figure and floor is
     computed again at 0.99 (none is read from the 0.9 cache), equals mfg.manifold's measures at
-    that scaling, and the table records the scaling and the option."""
+    that scaling, and the table records the scaling and the option; the cache keeps both
+    scalings, so reading either again computes nothing."""
     import mfg.manifold
 
     opts = ("--embedding", "pad", "--draws", "1", "--baselines", "none")
@@ -461,6 +462,18 @@ def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
         floor_metrics(y1, y2, q, scaling=0.99)["sinkhorn_floor"], rel=1e-9)
     assert all(f != d for f, d in zip(finer["sinkhorn"], default["sinkhorn"], strict=True))
     np.testing.assert_array_equal(finer["plane_dist_mean"], default["plane_dist_mean"])
+    # back at the default scaling: the cache kept the first reading beside the second, so
+    # nothing is computed and the table is the first one's; and 0.99 again reads its own
+    calls.clear()
+    assert study(tmp_path, *opts) == 0
+    again, _ = read_table(tmp_path / "m.h5")
+    assert calls == []
+    for key in ("sinkhorn", "sinkhorn_floor", "sinkhorn_plane", "sinkhorn_exact"):
+        np.testing.assert_array_equal(again[key], default[key])
+    assert study(tmp_path, *opts, "--sinkhorn-scaling", "0.99") == 0
+    assert calls == []
+    np.testing.assert_array_equal(read_table(tmp_path / "m.h5")[0]["sinkhorn"],
+                                  finer["sinkhorn"])
 
 
 def test_no_exact_answer_beyond_its_sample_cap(tmp_path, capsys, monkeypatch):
