@@ -838,9 +838,9 @@ def cached_metrics(path: Path, stamp: dict[str, Any], compute: Callable[[], dict
         if entry["stamp"] == stamp:
             return {k: float(v) for k, v in entry["metrics"].items()}
     metrics = compute()
-    data = {k: v for k, v in stamp.items() if k != "scaling"}
+    unscaled = {k: v for k, v in stamp.items() if k != "scaling"}
     kept = [e for e in entries
-            if {k: v for k, v in e["stamp"].items() if k != "scaling"} == data]
+            if {k: v for k, v in e["stamp"].items() if k != "scaling"} == unscaled]
     write_json({"entries": [*kept, {"stamp": stamp, "metrics": metrics}]}, path)
     return metrics
 
