@@ -476,6 +476,33 @@ def test_another_sinkhorn_scaling_measures_again(tmp_path, monkeypatch):
                                   finer["sinkhorn"])
 
 
+def test_measure_cache_keeps_each_scaling_and_drops_stale_entries(tmp_path):
+    """cli.cached_metrics: a second ε-scaling of the same stamp is stored beside the first (each
+    read back without computing); another stamp replaces both; a file of the earlier
+    single-entry format is read."""
+    path, computed = tmp_path / "m.json", []
+
+    def measure(value):
+        def compute():
+            computed.append(value)
+            return {"sinkhorn": value}
+        return compute
+
+    def cached(stamp, value, scaling):
+        return cli.cached_metrics(path, stamp, measure(value), scaling)["sinkhorn"]
+
+    a, b = {"result": "a"}, {"result": "b"}
+    assert cached(a, 1.0, 0.9) == 1.0 and cached(a, 2.0, 0.99) == 2.0
+    assert cached(a, -1.0, 0.9) == 1.0 and cached(a, -1.0, 0.99) == 2.0
+    assert computed == [1.0, 2.0]
+    assert cached(b, 3.0, 0.99) == 3.0  # a new run file: the entries of the old one are stale
+    assert len(json.loads(path.read_text())["entries"]) == 1
+    assert cached(a, 4.0, 0.9) == 4.0 and computed == [1.0, 2.0, 3.0, 4.0]
+    old = json.loads(path.read_text())["entries"][0]
+    path.write_text(json.dumps(old))  # the format of earlier versions: one entry
+    assert cached(a, -1.0, 0.9) == 4.0 and len(computed) == 4
+
+
 def test_no_exact_answer_beyond_its_sample_cap(tmp_path, capsys, monkeypatch):
     """Draws larger than EXACT_MAX_SAMPLES get no exact answer (an n × n EMD): NaN, and stderr
     says why."""
